@@ -1,0 +1,211 @@
+"""Identity function: health, OpenAPI, login and tokens, contracts, members, workspaces and access.
+
+Thin by design: parse (pydantic, via the resolver), authenticate, call the identity service, shape
+the answer. It also answers the AdminBootstrap custom resource on deploy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from flowgate import cfn, identity
+from flowgate.http import API_ROOT, Listing, create_app, created, entry, if_match
+from flowgate.identity.models import (
+    ApiToken,
+    Contract,
+    CreateApiTokenRequest,
+    CreateContractRequest,
+    CreateMemberRequest,
+    CreateWorkspaceRequest,
+    GrantAccessRequest,
+    IssuedToken,
+    LoginRequest,
+    LoginResponse,
+    Member,
+    Principal,
+    UpdateContractRequest,
+    UpdateMemberRequest,
+    UpdateWorkspaceRequest,
+    Workspace,
+    WorkspaceAccess,
+)
+from flowgate.identity.store import token_from
+
+app = create_app()
+
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
+
+
+def caller() -> Principal:
+    return identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+
+
+# ---- public ----------------------------------------------------------------------------------
+
+
+@app.get(f"{API_ROOT}/health", include_in_schema=True, tags=["platform"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get(f"{API_ROOT}/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    document = app.get_openapi_json_schema(
+        title="Flowgate API",
+        version="latest",
+        summary="Native API of the Flowgate automation platform",
+        security_schemes={
+            "bearer": {"type": "http", "scheme": "bearer"},  # type: ignore[dict-item]
+            "basic": {"type": "http", "scheme": "basic"},  # type: ignore[dict-item]
+        },
+        security=[{"bearer": []}, {"basic": []}],
+    )
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+
+
+@app.post(f"{API_ROOT}/auth/login", tags=["auth"])
+def login(body: LoginRequest) -> LoginResponse:
+    issued = identity.authenticator().login(body.username, body.password)
+    return LoginResponse(token=issued.token, expires_at=issued.expires_at)
+
+
+# ---- the caller and their tokens -------------------------------------------------------------
+
+
+@app.get(f"{API_ROOT}/auth/me", tags=["auth"])
+def whoami() -> Principal:
+    return caller()
+
+
+@app.post(f"{API_ROOT}/auth/tokens", tags=["auth"])
+def create_api_token(body: CreateApiTokenRequest) -> Response[IssuedToken]:
+    issued = identity.authenticator().create_api_token(caller(), body.name, body.expires_in_days)
+    return created(issued, f"{API_ROOT}/auth/tokens/{issued.id}")
+
+
+@app.get(f"{API_ROOT}/auth/tokens", tags=["auth"])
+def list_api_tokens(limit: Limit = 50, cursor: Cursor = None) -> Listing[ApiToken]:
+    page = identity.authenticator().list_api_tokens(caller(), limit, cursor)
+    return Listing(items=[token_from(i) for i in page.items], next=page.next)
+
+
+@app.delete(f"{API_ROOT}/auth/tokens/<token_id>", tags=["auth"])
+def revoke_api_token(token_id: str) -> Response[None]:
+    identity.authenticator().revoke_api_token(caller(), token_id)
+    return Response(status_code=204)
+
+
+# ---- contracts -------------------------------------------------------------------------------
+
+
+@app.post(f"{API_ROOT}/contracts", tags=["contracts"])
+def create_contract(body: CreateContractRequest) -> Response[Contract]:
+    contract = identity.service().create_contract(caller(), body)
+    return created(contract, f"{API_ROOT}/contracts/{contract.id}")
+
+
+@app.get(f"{API_ROOT}/contracts", tags=["contracts"])
+def list_contracts(limit: Limit = 50, cursor: Cursor = None) -> Listing[Contract]:
+    items, nxt = identity.service().list_contracts(caller(), limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{API_ROOT}/contracts/<cid>", tags=["contracts"])
+def get_contract(cid: str) -> Contract:
+    return identity.service().get_contract(caller(), cid)
+
+
+@app.patch(f"{API_ROOT}/contracts/<cid>", tags=["contracts"])
+def update_contract(cid: str, body: UpdateContractRequest) -> Contract:
+    return identity.service().update_contract(caller(), cid, body, if_match(app))
+
+
+# ---- members ---------------------------------------------------------------------------------
+
+
+@app.post(f"{API_ROOT}/contracts/<cid>/members", tags=["members"])
+def create_member(cid: str, body: CreateMemberRequest) -> Response[Member]:
+    member = identity.service().create_member(caller(), cid, body)
+    return created(member, f"{API_ROOT}/contracts/{cid}/members/{member.id}")
+
+
+@app.get(f"{API_ROOT}/contracts/<cid>/members", tags=["members"])
+def list_members(cid: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Member]:
+    items, nxt = identity.service().list_members(caller(), cid, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{API_ROOT}/contracts/<cid>/members/<uid>", tags=["members"])
+def get_member(cid: str, uid: str) -> Member:
+    return identity.service().get_member(caller(), cid, uid)
+
+
+@app.patch(f"{API_ROOT}/contracts/<cid>/members/<uid>", tags=["members"])
+def update_member(cid: str, uid: str, body: UpdateMemberRequest) -> Member:
+    return identity.service().update_member(caller(), cid, uid, body, if_match(app))
+
+
+# ---- workspaces ------------------------------------------------------------------------------
+
+
+@app.post(f"{API_ROOT}/contracts/<cid>/workspaces", tags=["workspaces"])
+def create_workspace(cid: str, body: CreateWorkspaceRequest) -> Response[Workspace]:
+    workspace = identity.service().create_workspace(caller(), cid, body)
+    return created(workspace, f"{API_ROOT}/workspaces/{workspace.id}")
+
+
+@app.get(f"{API_ROOT}/contracts/<cid>/workspaces", tags=["workspaces"])
+def list_workspaces(cid: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Workspace]:
+    items, nxt = identity.service().list_workspaces(caller(), cid, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{API_ROOT}/workspaces/<ws>", tags=["workspaces"])
+def get_workspace(ws: str) -> Workspace:
+    return identity.service().get_workspace(caller(), ws)
+
+
+@app.patch(f"{API_ROOT}/workspaces/<ws>", tags=["workspaces"])
+def update_workspace(ws: str, body: UpdateWorkspaceRequest) -> Workspace:
+    return identity.service().update_workspace(caller(), ws, body, if_match(app))
+
+
+@app.get(f"{API_ROOT}/workspaces/<ws>/access", tags=["workspaces"])
+def list_access(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[WorkspaceAccess]:
+    items, nxt = identity.service().list_access(caller(), ws, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.put(f"{API_ROOT}/workspaces/<ws>/access/<uid>", tags=["workspaces"])
+def grant_access(ws: str, uid: str, body: GrantAccessRequest) -> WorkspaceAccess:
+    return identity.service().grant_access(caller(), ws, uid, body)
+
+
+@app.delete(f"{API_ROOT}/workspaces/<ws>/access/<uid>", tags=["workspaces"])
+def revoke_access(ws: str, uid: str) -> Response[None]:
+    identity.service().revoke_access(caller(), ws, uid)
+    return Response(status_code=204)
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+_rest = entry(app)
+
+
+def _bootstrap_admin(properties: Any) -> None:
+    from flowgate.secrets import read_json_secret
+
+    secret = read_json_secret(str(properties["SecretId"]))
+    identity.service().ensure_platform_admin(secret["username"], secret["password"])
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
+    if cfn.is_custom_resource_event(event):
+        cfn.handle(event, _bootstrap_admin)
+        return None
+    return _rest(event, context)

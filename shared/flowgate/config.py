@@ -1,0 +1,37 @@
+"""Settings read once per container from the function's environment (set by template.yaml)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: str = "dev"
+    table_name: str = Field(min_length=1)
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    admin_secret_id: str | None = None
+    outbound_allow_list: str = ""
+    local: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        return cls(
+            stage=environ.get("STAGE", "dev"),
+            table_name=environ.get("TABLE_NAME", ""),
+            token_ttl_seconds=int(environ.get("TOKEN_TTL_SECONDS", "3600")),
+            admin_secret_id=environ.get("ADMIN_SECRET_ID") or None,
+            outbound_allow_list=environ.get("OUTBOUND_ALLOW_LIST", ""),
+            local=environ.get("FLOWGATE_LOCAL") == "1",
+        )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The container's settings; Lambda's environment does not change while a container lives."""
+    return Settings.from_environ(os.environ)

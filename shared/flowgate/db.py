@@ -1,0 +1,244 @@
+"""The single-table DynamoDB adapter. Every access pattern is a GetItem, a Query or a transaction:
+nothing here scans (docs/access-patterns.md lists the keys)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from flowgate.errors import BadRequest, Conflict
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]
+
+# DynamoDB accepts at most this many items in one TransactWriteItems call.
+MAX_TRANSACTION_ITEMS = 100
+
+
+@functools.cache
+def _client() -> DynamoDBClient:
+    import boto3  # imported on first use: keeps it out of routes that never touch the table
+
+    return boto3.client("dynamodb")
+
+
+@functools.cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def _to_wire(item: Mapping[str, Any]) -> dict[str, Any]:
+    serializer, _ = _codec()
+    return {k: serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def _from_wire(raw: Mapping[str, Any]) -> Item:
+    _, deserializer = _codec()
+    return {k: _plain(deserializer.deserialize(v)) for k, v in raw.items()}
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; the domain works with int."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write of a transaction: put, delete, update or a bare condition check."""
+
+    kind: str  # "Put" | "Delete" | "Update" | "ConditionCheck"
+    key: Mapping[str, str] = field(default_factory=dict)
+    item: Mapping[str, Any] | None = None
+    condition: str | None = None
+    update: str | None = None
+    names: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+    # Message of the Conflict raised when this write's condition fails.
+    conflict: str = "the resource was changed by another request"
+    # A failed condition means the item moved on (optimistic lock), so a re-read may succeed.
+    stale_version: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    next: str | None
+
+
+def encode_cursor(last_key: Mapping[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(_from_wire(last_key)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise BadRequest("invalid cursor", code="invalid_cursor")
+    return _to_wire(raw)
+
+
+class StaleVersion(Conflict):
+    """An optimistic-lock write found a newer version than the one it read."""
+
+
+class Table:
+    """Typed access to the platform table; one instance per container."""
+
+    def __init__(self, name: str, client: DynamoDBClient | None = None) -> None:
+        self.name = name
+        self._injected = client
+
+    @property
+    def client(self) -> DynamoDBClient:
+        return self._injected or _client()
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        raw = self.client.get_item(TableName=self.name, Key=_to_wire({"PK": pk, "SK": sk}), ConsistentRead=True)
+        return _from_wire(raw["Item"]) if "Item" in raw else None
+
+    def batch_get(self, keys: Sequence[tuple[str, str]]) -> list[Item]:
+        """Items for up to 100 keys (missing ones are left out); unprocessed keys are retried."""
+        out: list[Item] = []
+        pending = [_to_wire({"PK": pk, "SK": sk}) for pk, sk in dict.fromkeys(keys)]
+        while pending:
+            chunk, pending = pending[:100], pending[100:]
+            request: Any = {self.name: {"Keys": chunk, "ConsistentRead": True}}
+            while request:
+                raw = self.client.batch_get_item(RequestItems=request)
+                out.extend(_from_wire(i) for i in raw["Responses"].get(self.name, []))
+                request = raw.get("UnprocessedKeys") or None
+        return out
+
+    def put(self, item: Mapping[str, Any], *, condition: str | None = None, conflict: str = "") -> None:
+        kwargs: dict[str, Any] = {"TableName": self.name, "Item": _to_wire(item)}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            self.client.put_item(**kwargs)
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            raise Conflict(conflict or "the resource already exists") from exc
+
+    def query(
+        self,
+        pk_value: str,
+        *,
+        index: str | None = None,
+        sk_prefix: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page:
+        pk_name, sk_name = ("GSI1PK", "GSI1SK") if index == "GSI1" else ("PK", "SK")
+        expression = "#pk = :pk"
+        names = {"#pk": pk_name}
+        values: dict[str, Any] = {":pk": pk_value}
+        if sk_prefix:
+            expression += " AND begins_with(#sk, :sk)"
+            names["#sk"] = sk_name
+            values[":sk"] = sk_prefix
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _to_wire(values),
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if index:
+            kwargs["IndexName"] = index
+        start = decode_cursor(cursor)
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        try:
+            raw = self.client.query(**kwargs)
+        except self.client.exceptions.ClientError as exc:
+            if start and exc.response.get("Error", {}).get("Code") == "ValidationException":
+                raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+            raise
+        return Page([_from_wire(i) for i in raw.get("Items", [])], encode_cursor(raw.get("LastEvaluatedKey")))
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        """All writes or none; a failed condition raises Conflict with that write's message."""
+        if len(writes) > MAX_TRANSACTION_ITEMS:
+            raise ValueError("too many writes for one transaction")
+        request: list[Any] = []
+        for w in writes:
+            op: dict[str, Any] = {"TableName": self.name}
+            if w.kind == "Put":
+                assert w.item is not None
+                op["Item"] = _to_wire(w.item)
+            else:
+                op["Key"] = _to_wire(w.key)
+            if w.update:
+                op["UpdateExpression"] = w.update
+            if w.condition:
+                op["ConditionExpression"] = w.condition
+            if w.names:
+                op["ExpressionAttributeNames"] = dict(w.names)
+            if w.values:
+                op["ExpressionAttributeValues"] = _to_wire(w.values)
+            request.append({w.kind: op})
+        try:
+            self.client.transact_write_items(TransactItems=request)
+        except self.client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            for write, reason in zip(writes, reasons, strict=False):
+                if reason.get("Code") == "ConditionalCheckFailed":
+                    raise (StaleVersion if write.stale_version else Conflict)(write.conflict) from exc
+            raise Conflict("the request conflicted with another one; retry it") from exc
+
+
+def versioned_update(
+    key: Mapping[str, str], changes: Mapping[str, Any], expected_version: int, *, conflict: str = ""
+) -> Write:
+    """An Update that applies `changes` only if the item is still at `expected_version` (optimistic lock).
+
+    A value of None removes the attribute.
+    """
+    sets = ["#v = :next"]
+    removes: list[str] = []
+    names = {"#v": "version"}
+    values: dict[str, Any] = {":expected": expected_version, ":next": expected_version + 1}
+    for i, (attr, value) in enumerate(changes.items()):
+        names[f"#a{i}"] = attr
+        if value is None:
+            removes.append(f"#a{i}")
+        else:
+            sets.append(f"#a{i} = :a{i}")
+            values[f":a{i}"] = value
+    expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+    return Write(
+        "Update",
+        key=key,
+        update=expression,
+        condition="#v = :expected",
+        names=names,
+        values=values,
+        conflict=conflict or "the resource was changed by another request; reload it and retry",
+        stale_version=True,
+    )

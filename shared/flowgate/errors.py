@@ -1,0 +1,48 @@
+"""Domain errors. The HTTP layer maps each to `{"error": {"code", "message"}}` with its status, in one place."""
+
+from __future__ import annotations
+
+
+class FlowgateError(Exception):
+    """Base of every error a client may see; `message` must never hold a secret."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(FlowgateError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(FlowgateError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(FlowgateError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(FlowgateError):
+    status, code = 404, "not_found"
+
+
+class Conflict(FlowgateError):
+    status, code = 409, "conflict"
+
+
+class PreconditionFailed(FlowgateError):
+    status, code = 412, "precondition_failed"
+
+
+class PayloadTooLarge(FlowgateError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(FlowgateError):
+    status, code = 415, "unsupported_media_type"

@@ -1,0 +1,195 @@
+"""Identity and tenancy: the domain model (seed 001, DESIGN §1) and the request models of its API.
+
+Request models forbid unknown fields: ids, owner, contract and kind are never taken from a body that
+does not name them as inputs (no mass assignment).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+
+class Role(StrEnum):
+    """A member's role in their contract, strongest first."""
+
+    OWNER = "owner"  # the contract's owner: everything, including other owners
+    ORG_ADMIN = "org_admin"  # members, every workspace, sync configs
+    WORKSPACE_OWNER = "workspace_owner"  # owner-level access to every workspace of the contract
+    MEMBER = "member"  # the workspaces they created or were given access to
+
+
+CONTRACT_ADMIN_ROLES = frozenset({Role.OWNER, Role.ORG_ADMIN})
+
+
+class WorkspaceRole(StrEnum):
+    """Access one member has to one workspace."""
+
+    WORKSPACE_OWNER = "workspace_owner"  # full access, manages who else has access
+    MEMBER = "member"  # works in the workspace
+
+
+class Privilege(StrEnum):
+    WORKFLOW_OVERRIDE = "WORKFLOW_OVERRIDE"  # decide (continue/cancel) held operation requests
+
+
+class WorkspaceKind(StrEnum):
+    LIMITED = "limited"
+    FULL = "full"
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Username = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._@-]{3,64}$")]
+# Long enough to resist guessing, short enough that hashing cannot be used to burn CPU.
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
+
+STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Principal(BaseModel):
+    """Who is calling: the user behind a token or Basic credentials."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    username: str
+    contract_id: str | None
+    role: Role | None
+    privileges: frozenset[Privilege] = frozenset()
+    platform_admin: bool = False
+
+    @property
+    def is_contract_admin(self) -> bool:
+        return self.platform_admin or self.role in CONTRACT_ADMIN_ROLES
+
+
+# ---- resources as the API shows them ----------------------------------------------------------
+
+
+class Contract(BaseModel):
+    id: str
+    name: str
+    created_at: str
+    version: int
+
+
+class Member(BaseModel):
+    id: str
+    username: str
+    contract_id: str | None
+    role: Role | None
+    privileges: list[Privilege]
+    platform_admin: bool = False
+    created_at: str
+    version: int
+
+
+class Workspace(BaseModel):
+    id: str
+    contract_id: str
+    name: str
+    kind: WorkspaceKind
+    owner_id: str
+    created_at: str
+    version: int
+
+
+class WorkspaceAccess(BaseModel):
+    workspace_id: str
+    user_id: str
+    role: WorkspaceRole
+    granted_by: str
+    granted_at: str
+
+
+class ApiToken(BaseModel):
+    id: str
+    name: str
+    kind: str
+    created_at: str
+    expires_at: str | None
+
+
+class LoginResponse(BaseModel):
+    token: str
+    expires_at: str | None
+
+
+class IssuedToken(BaseModel):
+    """Returned once when a token is created; the platform stores only its hash."""
+
+    token: str
+    expires_at: str | None
+    id: str | None = None
+    name: str | None = None
+
+
+# ---- request bodies ---------------------------------------------------------------------------
+
+
+class LoginRequest(BaseModel):
+    model_config = STRICT
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class CreateApiTokenRequest(BaseModel):
+    model_config = STRICT
+    name: Name
+    # None: a machine token that lives until it is revoked.
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class CreateContractRequest(BaseModel):
+    model_config = STRICT
+    name: Name
+
+
+class UpdateContractRequest(BaseModel):
+    model_config = STRICT
+    name: Name | None = None
+
+
+class CreateMemberRequest(BaseModel):
+    model_config = STRICT
+    username: Username
+    password: Password
+    role: Role = Role.MEMBER
+    privileges: list[Privilege] = Field(default_factory=list)
+
+    @field_validator("privileges")
+    @classmethod
+    def _unique(cls, value: list[Privilege]) -> list[Privilege]:
+        return sorted(set(value))
+
+
+class UpdateMemberRequest(BaseModel):
+    model_config = STRICT
+    role: Role | None = None
+    privileges: list[Privilege] | None = None
+    password: Password | None = None
+
+    @field_validator("privileges")
+    @classmethod
+    def _unique(cls, value: list[Privilege] | None) -> list[Privilege] | None:
+        return None if value is None else sorted(set(value))
+
+
+class CreateWorkspaceRequest(BaseModel):
+    model_config = STRICT
+    name: Name
+    # Seed 001: new workspaces are limited unless said otherwise.
+    kind: WorkspaceKind = WorkspaceKind.LIMITED
+
+
+class UpdateWorkspaceRequest(BaseModel):
+    model_config = STRICT
+    name: Name | None = None
+    kind: WorkspaceKind | None = None
+
+
+class GrantAccessRequest(BaseModel):
+    model_config = STRICT
+    role: WorkspaceRole = WorkspaceRole.MEMBER

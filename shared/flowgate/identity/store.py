@@ -1,0 +1,277 @@
+"""Storage of the identity context in the platform table. Keys are built here and nowhere else.
+
+| item            | PK                      | SK                  | GSI1PK                        | GSI1SK       |
+|-----------------|-------------------------|---------------------|-------------------------------|--------------|
+| contract        | CONTRACT#<cid>          | META                | CONTRACTS                     | <name lower> |
+| contract name   | CONTRACTNAME#<name>     | UNIQUE              |                               |              |
+| user            | USER#<uid>              | META                | CONTRACT#<cid>#MEMBERS        | <username>   |
+| username        | USERNAME#<username>     | UNIQUE              |                               |              |
+| workspace       | WS#<wsid>               | META                | CONTRACT#<cid>#WORKSPACES     | <name lower> |
+| workspace name  | CONTRACT#<cid>          | WSNAME#<name lower> |                               |              |
+| workspace grant | WS#<wsid>               | ACCESS#<uid>        | USER#<uid>#ACCESS             | WS#<wsid>    |
+| token           | TOKEN#<sha256(token)>   | META                | USER#<uid>#TOKENS             | <kind>#<id>  |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowgate.db import Item, Page, Table, Write, versioned_update
+from flowgate.identity.models import (
+    ApiToken,
+    Contract,
+    Member,
+    Privilege,
+    Role,
+    Workspace,
+    WorkspaceAccess,
+    WorkspaceKind,
+    WorkspaceRole,
+)
+
+META = "META"
+UNIQUE = "UNIQUE"
+
+
+def contract_key(cid: str) -> dict[str, str]:
+    return {"PK": f"CONTRACT#{cid}", "SK": META}
+
+
+def user_key(uid: str) -> dict[str, str]:
+    return {"PK": f"USER#{uid}", "SK": META}
+
+
+def username_key(username: str) -> dict[str, str]:
+    return {"PK": f"USERNAME#{username.lower()}", "SK": UNIQUE}
+
+
+def contract_name_key(name: str) -> dict[str, str]:
+    return {"PK": f"CONTRACTNAME#{name.lower()}", "SK": UNIQUE}
+
+
+def workspace_key(wsid: str) -> dict[str, str]:
+    return {"PK": f"WS#{wsid}", "SK": META}
+
+
+def workspace_name_key(cid: str, name: str) -> dict[str, str]:
+    return {"PK": f"CONTRACT#{cid}", "SK": f"WSNAME#{name.lower()}"}
+
+
+def access_key(wsid: str, uid: str) -> dict[str, str]:
+    return {"PK": f"WS#{wsid}", "SK": f"ACCESS#{uid}"}
+
+
+def token_key(token_hash: str) -> dict[str, str]:
+    return {"PK": f"TOKEN#{token_hash}", "SK": META}
+
+
+def _not_exists() -> str:
+    return "attribute_not_exists(PK)"
+
+
+# ---- item <-> model ---------------------------------------------------------------------------
+
+
+def contract_from(item: Item) -> Contract:
+    return Contract(id=item["id"], name=item["name"], created_at=item["created_at"], version=item["version"])
+
+
+def member_from(item: Item) -> Member:
+    return Member(
+        id=item["id"],
+        username=item["username"],
+        contract_id=item.get("contract_id"),
+        role=Role(item["role"]) if item.get("role") else None,
+        privileges=[Privilege(p) for p in item.get("privileges", [])],
+        platform_admin=bool(item.get("platform_admin", False)),
+        created_at=item["created_at"],
+        version=item["version"],
+    )
+
+
+def workspace_from(item: Item) -> Workspace:
+    return Workspace(
+        id=item["id"],
+        contract_id=item["contract_id"],
+        name=item["name"],
+        kind=WorkspaceKind(item["kind"]),
+        owner_id=item["owner_id"],
+        created_at=item["created_at"],
+        version=item["version"],
+    )
+
+
+def access_from(item: Item) -> WorkspaceAccess:
+    return WorkspaceAccess(
+        workspace_id=item["workspace_id"],
+        user_id=item["user_id"],
+        role=WorkspaceRole(item["role"]),
+        granted_by=item["granted_by"],
+        granted_at=item["granted_at"],
+    )
+
+
+def token_from(item: Item) -> ApiToken:
+    return ApiToken(
+        id=item["id"],
+        name=item.get("name", ""),
+        kind=item["kind"],
+        created_at=item["created_at"],
+        expires_at=item.get("expires_at"),
+    )
+
+
+class IdentityStore:
+    """Reads and writes of contracts, users, workspaces, grants and tokens."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def _get(self, key: Mapping[str, str]) -> Item | None:
+        return self.table.get(key["PK"], key["SK"])
+
+    # ---- contracts ----
+    def get_contract(self, cid: str) -> Item | None:
+        return self._get(contract_key(cid))
+
+    def create_contract(self, item: Item) -> None:
+        self.table.transact(
+            [
+                Write("Put", item={**contract_name_key(item["name"]), "contract_id": item["id"]},
+                      condition=_not_exists(), conflict=f"a contract named '{item['name']}' already exists"),
+                Write("Put", item={**contract_key(item["id"]), **item, "GSI1PK": "CONTRACTS",
+                                   "GSI1SK": item["name"].lower()}, condition=_not_exists()),
+            ]
+        )
+
+    def rename_contract(self, current: Item, new_name: str) -> None:
+        writes = [versioned_update(contract_key(current["id"]), {"name": new_name, "GSI1SK": new_name.lower()},
+                                   current["version"])]
+        if new_name.lower() != current["name"].lower():
+            writes += [
+                Write("Delete", key=contract_name_key(current["name"])),
+                Write("Put", item={**contract_name_key(new_name), "contract_id": current["id"]},
+                      condition=_not_exists(), conflict=f"a contract named '{new_name}' already exists"),
+            ]
+        self.table.transact(writes)
+
+    def list_contracts(self, limit: int, cursor: str | None) -> Page:
+        return self.table.query("CONTRACTS", index="GSI1", limit=limit, cursor=cursor)
+
+    # ---- users ----
+    def get_user(self, uid: str) -> Item | None:
+        return self._get(user_key(uid))
+
+    def find_user_id(self, username: str) -> str | None:
+        item = self._get(username_key(username))
+        return item["user_id"] if item else None
+
+    def create_user(self, item: Item) -> None:
+        index = {"GSI1PK": f"CONTRACT#{item['contract_id']}#MEMBERS", "GSI1SK": item["username"].lower()} \
+            if item.get("contract_id") else {}
+        self.table.transact(
+            [
+                Write("Put", item={**username_key(item["username"]), "user_id": item["id"]},
+                      condition=_not_exists(), conflict=f"the username '{item['username']}' is taken"),
+                Write("Put", item={**user_key(item["id"]), **item, **index}, condition=_not_exists()),
+            ]
+        )
+
+    def update_user(self, current: Item, changes: Mapping[str, Any]) -> None:
+        self.table.transact([versioned_update(user_key(current["id"]), changes, current["version"])])
+
+    def list_members(self, cid: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"CONTRACT#{cid}#MEMBERS", index="GSI1", limit=limit, cursor=cursor)
+
+    # ---- workspaces ----
+    def get_workspace(self, wsid: str) -> Item | None:
+        return self._get(workspace_key(wsid))
+
+    def create_workspace(self, item: Item, creator_grant: Item) -> None:
+        cid, wsid = item["contract_id"], item["id"]
+        self.table.transact(
+            [
+                Write("Put", item={**workspace_name_key(cid, item["name"]), "workspace_id": wsid},
+                      condition=_not_exists(),
+                      conflict=f"a workspace named '{item['name']}' already exists in this contract"),
+                Write("Put", item={**workspace_key(wsid), **item, "GSI1PK": f"CONTRACT#{cid}#WORKSPACES",
+                                   "GSI1SK": item["name"].lower()}, condition=_not_exists()),
+                Write("Put", item=self._grant_item(creator_grant)),
+                # The contract may not vanish between the caller's check and this write.
+                Write("ConditionCheck", key=contract_key(cid), condition="attribute_exists(PK)",
+                      conflict="the contract no longer exists"),
+            ]
+        )
+
+    def update_workspace(self, current: Item, changes: Mapping[str, Any]) -> None:
+        new_name = changes.get("name")
+        indexed = dict(changes)
+        writes: list[Write] = []
+        if new_name is not None:
+            indexed["GSI1SK"] = new_name.lower()
+            if new_name.lower() != current["name"].lower():
+                cid = current["contract_id"]
+                writes += [
+                    Write("Delete", key=workspace_name_key(cid, current["name"])),
+                    Write("Put", item={**workspace_name_key(cid, new_name), "workspace_id": current["id"]},
+                          condition=_not_exists(),
+                          conflict=f"a workspace named '{new_name}' already exists in this contract"),
+                ]
+        self.table.transact([versioned_update(workspace_key(current["id"]), indexed, current["version"]),
+                             *writes])
+
+    def list_contract_workspaces(self, cid: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"CONTRACT#{cid}#WORKSPACES", index="GSI1", limit=limit, cursor=cursor)
+
+    def list_user_grants(self, uid: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"USER#{uid}#ACCESS", index="GSI1", limit=limit, cursor=cursor)
+
+    def get_workspaces(self, wsids: list[str]) -> list[Item]:
+        return self.table.batch_get([(workspace_key(w)["PK"], META) for w in wsids])
+
+    # ---- workspace access ----
+    @staticmethod
+    def _grant_item(grant: Item) -> Item:
+        wsid, uid = grant["workspace_id"], grant["user_id"]
+        return {**access_key(wsid, uid), **grant, "GSI1PK": f"USER#{uid}#ACCESS", "GSI1SK": f"WS#{wsid}"}
+
+    def get_grant(self, wsid: str, uid: str) -> Item | None:
+        return self._get(access_key(wsid, uid))
+
+    def put_grant(self, grant: Item) -> None:
+        self.table.transact(
+            [
+                Write("Put", item=self._grant_item(grant)),
+                Write("ConditionCheck", key=workspace_key(grant["workspace_id"]),
+                      condition="attribute_exists(PK)", conflict="the workspace no longer exists"),
+            ]
+        )
+
+    def delete_grant(self, wsid: str, uid: str) -> None:
+        self.table.transact([Write("Delete", key=access_key(wsid, uid))])
+
+    def list_grants(self, wsid: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"WS#{wsid}", sk_prefix="ACCESS#", limit=limit, cursor=cursor)
+
+    # ---- tokens ----
+    def put_token(self, token_hash: str, item: Item) -> None:
+        self.table.put(
+            {**token_key(token_hash), **item, "GSI1PK": f"USER#{item['user_id']}#TOKENS",
+             "GSI1SK": f"{item['kind']}#{item['id']}"},
+            condition=_not_exists(),
+        )
+
+    def get_token(self, token_hash: str) -> Item | None:
+        return self._get(token_key(token_hash))
+
+    def list_tokens(self, uid: str, kind: str, limit: int, cursor: str | None) -> Page:
+        return self.table.query(f"USER#{uid}#TOKENS", index="GSI1", sk_prefix=f"{kind}#", limit=limit,
+                                cursor=cursor)
+
+    def find_token(self, uid: str, kind: str, token_id: str) -> Item | None:
+        page = self.table.query(f"USER#{uid}#TOKENS", index="GSI1", sk_prefix=f"{kind}#{token_id}", limit=1)
+        return page.items[0] if page.items else None
+
+    def delete_token(self, item: Item) -> None:
+        self.table.transact([Write("Delete", key={"PK": item["PK"], "SK": item["SK"]})])
