@@ -118,7 +118,9 @@ class Table:
         return self._injected or _client()
 
     def get(self, pk: str, sk: str) -> Item | None:
-        raw = self.client.get_item(TableName=self.name, Key=_to_wire({"PK": pk, "SK": sk}), ConsistentRead=True)
+        raw = self.client.get_item(
+            TableName=self.name, Key=_to_wire({"PK": pk, "SK": sk}), ConsistentRead=True
+        )
         return _from_wire(raw["Item"]) if "Item" in raw else None
 
     def batch_get(self, keys: Sequence[tuple[str, str]]) -> list[Item]:

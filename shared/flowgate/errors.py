@@ -1,4 +1,4 @@
-"""Domain errors. The HTTP layer maps each to `{"error": {"code", "message"}}` with its status, in one place."""
+"""Domain errors. The HTTP layer maps each to `{"error": {"code", "message"}}` with its status."""
 
 from __future__ import annotations
 

@@ -33,7 +33,9 @@ class Listing(BaseModel, Generic[T]):
     next: str | None = None
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response[Any]:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response[Any]:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
@@ -69,8 +71,11 @@ def create_app() -> APIGatewayRestResolver:
 
     @app.exception_handler(FlowgateError)
     def _domain(exc: FlowgateError) -> Response[Any]:
-        headers = {"WWW-Authenticate": 'Bearer realm="flowgate", Basic realm="flowgate"'} \
-            if isinstance(exc, Unauthorized) else None
+        headers = (
+            {"WWW-Authenticate": 'Bearer realm="flowgate", Basic realm="flowgate"'}
+            if isinstance(exc, Unauthorized)
+            else None
+        )
         logger.info("request refused", extra={"status": exc.status, "code": exc.code})
         return error_response(exc.status, exc.code, exc.message, headers)
 
@@ -117,7 +122,7 @@ def entry(
             _check_body(event, max_body_bytes)
         except FlowgateError as exc:
             logger.info("request refused", extra={"status": exc.status, "code": exc.code})
-            result = {
+            result: dict[str, Any] = {
                 "statusCode": exc.status,
                 "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
                 "body": json.dumps({"error": {"code": exc.code, "message": exc.message}}),
@@ -145,5 +150,9 @@ def if_match(app: APIGatewayRestResolver) -> int | None:
 
 
 def created(body: BaseModel, location: str) -> Response[Any]:
-    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=body,
-                    headers={"Location": location})
+    return Response(
+        status_code=201,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers={"Location": location},
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+from typing import NamedTuple
 
 # OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane (~30 ms here).
 MEMORY_KIB = 19 * 1024
@@ -23,16 +24,25 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def _derive(password: str, salt: bytes, memory: int, iterations: int, lanes: int, length: int) -> bytes:
+class Params(NamedTuple):
+    memory_kib: int
+    iterations: int
+    lanes: int
+    length: int
+
+
+def _derive(password: str, salt: bytes, p: Params) -> bytes:
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-    kdf = Argon2id(salt=salt, length=length, iterations=iterations, lanes=lanes, memory_cost=memory)
+    kdf = Argon2id(
+        salt=salt, length=p.length, iterations=p.iterations, lanes=p.lanes, memory_cost=p.memory_kib
+    )
     return kdf.derive(password.encode())
 
 
 def hash_password(password: str) -> str:
     salt = os.urandom(SALT_LENGTH)
-    digest = _derive(password, salt, MEMORY_KIB, ITERATIONS, LANES, HASH_LENGTH)
+    digest = _derive(password, salt, Params(MEMORY_KIB, ITERATIONS, LANES, HASH_LENGTH))
     return f"$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={LANES}${_b64(salt)}${_b64(digest)}"
 
 
@@ -44,14 +54,16 @@ def verify_password(password: str, encoded: str) -> bool:
             return False
         p = dict(kv.split("=", 1) for kv in params.split(","))
         expected = _unb64(digest)
-        actual = _derive(password, _unb64(salt), int(p["m"]), int(p["t"]), int(p["p"]), len(expected))
+        actual = _derive(password, _unb64(salt), Params(int(p["m"]), int(p["t"]), int(p["p"]), len(expected)))
     except (ValueError, KeyError):
         return False
     return hmac.compare_digest(actual, expected)
 
 
 # Verified against unknown usernames so that a miss costs as much time as a wrong password.
-_DECOY = f"$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={LANES}${_b64(b'0' * SALT_LENGTH)}${_b64(b'0' * 32)}"
+_DECOY = (
+    f"$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={LANES}${_b64(b'0' * SALT_LENGTH)}${_b64(b'0' * 32)}"
+)
 
 
 def burn_time(password: str) -> None:

@@ -10,16 +10,15 @@ import binascii
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from flowgate import passwords
-from flowgate.db import Page
+from flowgate.db import Item, Page
 from flowgate.errors import NotFound, Unauthorized
 from flowgate.identity.models import IssuedToken, Principal, Privilege, Role
 from flowgate.identity.store import IdentityStore, token_from
 
-TOKEN_PREFIX = "fgt_"  # makes leaked tokens easy to find with secret scanners
+TOKEN_PREFIX = "fgt_"  # noqa: S105 - a public prefix, not a secret; it makes leaked tokens easy to find with secret scanners
 SESSION, API = "session", "api"
 
 
@@ -35,14 +34,14 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def principal_of(user: Mapping[str, object]) -> Principal:
+def principal_of(user: Item) -> Principal:
     role = user.get("role")
     return Principal(
         user_id=str(user["id"]),
         username=str(user["username"]),
         contract_id=str(user["contract_id"]) if user.get("contract_id") else None,
         role=Role(str(role)) if role else None,
-        privileges=frozenset(Privilege(str(p)) for p in user.get("privileges", []) or []),  # type: ignore[attr-defined]
+        privileges=frozenset(Privilege(str(p)) for p in user.get("privileges", []) or []),
         platform_admin=bool(user.get("platform_admin", False)),
     )
 
@@ -53,7 +52,7 @@ class Authenticator:
         self.token_ttl = timedelta(seconds=token_ttl_seconds)
 
     # ---- credentials ----
-    def check_password(self, username: str, password: str) -> Mapping[str, object]:
+    def check_password(self, username: str, password: str) -> Item:
         """The user whose password this is; the same 401 for unknown users and wrong passwords."""
         uid = self.store.find_user_id(username)
         user = self.store.get_user(uid) if uid else None
@@ -74,11 +73,11 @@ class Authenticator:
             raise Unauthorized("the account no longer exists")
         return self._issue(user, API, name=name, lifetime=timedelta(days=days) if days else None)
 
-    def _issue(self, user: Mapping[str, object], kind: str, *, name: str, lifetime: timedelta | None) -> IssuedToken:
+    def _issue(self, user: Item, kind: str, *, name: str, lifetime: timedelta | None) -> IssuedToken:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = str(uuid.uuid4())
         expires = now() + lifetime if lifetime else None
-        item: dict[str, object] = {
+        item: Item = {
             "id": token_id,
             "user_id": user["id"],
             "kind": kind,
@@ -87,17 +86,21 @@ class Authenticator:
         }
         if expires:
             # TTL removes the item a day after expiry; until then the check below refuses it.
-            item.update(expires_at=iso(expires), expires_epoch=int(expires.timestamp()),
-                        ttl=int(expires.timestamp()) + 86400)
+            item.update(
+                expires_at=iso(expires),
+                expires_epoch=int(expires.timestamp()),
+                ttl=int(expires.timestamp()) + 86400,
+            )
         self.store.put_token(_hash(token), item)
-        return IssuedToken(token=token, expires_at=item.get("expires_at"), id=token_id, name=name)  # type: ignore[arg-type]
+        return IssuedToken(token=token, expires_at=item.get("expires_at"), id=token_id, name=name)
 
     # ---- requests ----
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an `Authorization` header (Bearer token or HTTP Basic)."""
         if not authorization:
-            raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'",
-                               code="missing_credentials")
+            raise Unauthorized(
+                "authentication required: send 'Authorization: Bearer <token>'", code="missing_credentials"
+            )
         scheme, _, credentials = authorization.strip().partition(" ")
         credentials = credentials.strip()
         if scheme.lower() == "bearer" and credentials:
@@ -105,9 +108,11 @@ class Authenticator:
         if scheme.lower() == "basic" and credentials:
             username, password = _decode_basic(credentials)
             return principal_of(self.check_password(username, password))
-        raise Unauthorized("unsupported Authorization scheme; use Bearer or Basic", code="invalid_credentials")
+        raise Unauthorized(
+            "unsupported Authorization scheme; use Bearer or Basic", code="invalid_credentials"
+        )
 
-    def _user_of_token(self, token: str) -> Mapping[str, object]:
+    def _user_of_token(self, token: str) -> Item:
         item = self.store.get_token(_hash(token)) if token.startswith(TOKEN_PREFIX) else None
         if item is None:
             raise Unauthorized("invalid token", code="invalid_token")

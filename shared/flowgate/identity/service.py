@@ -102,7 +102,9 @@ class IdentityService:
     def get_contract(self, principal: Principal, cid: str) -> Contract:
         return contract_from(self._contract_item(principal, cid))
 
-    def list_contracts(self, principal: Principal, limit: int, cursor: str | None) -> tuple[list[Contract], str | None]:
+    def list_contracts(
+        self, principal: Principal, limit: int, cursor: str | None
+    ) -> tuple[list[Contract], str | None]:
         if principal.platform_admin:
             page = self.store.list_contracts(limit, cursor)
             return [contract_from(i) for i in page.items], page.next
@@ -161,7 +163,9 @@ class IdentityService:
             raise Forbidden("only contract admins read other members")
         return member_from(item)
 
-    def list_members(self, principal: Principal, cid: str, limit: int, cursor: str | None) -> tuple[list[Member], str | None]:
+    def list_members(
+        self, principal: Principal, cid: str, limit: int, cursor: str | None
+    ) -> tuple[list[Member], str | None]:
         self._require_contract_admin(principal, cid)
         page = self.store.list_members(cid, limit, cursor)
         return [member_from(i) for i in page.items], page.next
@@ -231,8 +235,13 @@ class IdentityService:
             "created_at": created,
             "version": 1,
         }
-        grant = {"workspace_id": item["id"], "user_id": owner, "role": WorkspaceRole.WORKSPACE_OWNER.value,
-                 "granted_by": principal.user_id, "granted_at": created}
+        grant = {
+            "workspace_id": item["id"],
+            "user_id": owner,
+            "role": WorkspaceRole.WORKSPACE_OWNER.value,
+            "granted_by": principal.user_id,
+            "granted_at": created,
+        }
         self.store.create_workspace(item, grant)
         return workspace_from(item)
 
@@ -258,7 +267,11 @@ class IdentityService:
 
         def attempt() -> Item:
             item, role = self._workspace_access(principal, wsid)
-            if request.kind is not None and request.kind.value != item["kind"] and not principal.platform_admin:
+            if (
+                request.kind is not None
+                and request.kind.value != item["kind"]
+                and not principal.platform_admin
+            ):
                 raise Forbidden("only the platform admin changes a workspace's kind")
             if request.name is not None and role != WorkspaceRole.WORKSPACE_OWNER:
                 raise Forbidden("only the workspace's owner renames it")
@@ -276,18 +289,27 @@ class IdentityService:
         return workspace_from(self._retrying(attempt, if_match))
 
     # ---- workspace access --------------------------------------------------------------------
-    def list_access(self, principal: Principal, wsid: str, limit: int, cursor: str | None) -> tuple[list[WorkspaceAccess], str | None]:
+    def list_access(
+        self, principal: Principal, wsid: str, limit: int, cursor: str | None
+    ) -> tuple[list[WorkspaceAccess], str | None]:
         self._workspace_access(principal, wsid)
         page: Page = self.store.list_grants(wsid, limit, cursor)
         return [access_from(i) for i in page.items], page.next
 
-    def grant_access(self, principal: Principal, wsid: str, uid: str, request: GrantAccessRequest) -> WorkspaceAccess:
+    def grant_access(
+        self, principal: Principal, wsid: str, uid: str, request: GrantAccessRequest
+    ) -> WorkspaceAccess:
         ws = self.authorize_workspace(principal, wsid, manage=True)
         user = self.store.get_user(uid)
         if user is None or user.get("contract_id") != ws.contract_id:
             raise NotFound("member not found in this workspace's contract")
-        grant = {"workspace_id": wsid, "user_id": uid, "role": request.role.value,
-                 "granted_by": principal.user_id, "granted_at": iso(now())}
+        grant = {
+            "workspace_id": wsid,
+            "user_id": uid,
+            "role": request.role.value,
+            "granted_by": principal.user_id,
+            "granted_at": iso(now()),
+        }
         self.store.put_grant(grant)
         return WorkspaceAccess.model_validate(grant)
 

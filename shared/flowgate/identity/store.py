@@ -1,16 +1,5 @@
-"""Storage of the identity context in the platform table. Keys are built here and nowhere else.
-
-| item            | PK                      | SK                  | GSI1PK                        | GSI1SK       |
-|-----------------|-------------------------|---------------------|-------------------------------|--------------|
-| contract        | CONTRACT#<cid>          | META                | CONTRACTS                     | <name lower> |
-| contract name   | CONTRACTNAME#<name>     | UNIQUE              |                               |              |
-| user            | USER#<uid>              | META                | CONTRACT#<cid>#MEMBERS        | <username>   |
-| username        | USERNAME#<username>     | UNIQUE              |                               |              |
-| workspace       | WS#<wsid>               | META                | CONTRACT#<cid>#WORKSPACES     | <name lower> |
-| workspace name  | CONTRACT#<cid>          | WSNAME#<name lower> |                               |              |
-| workspace grant | WS#<wsid>               | ACCESS#<uid>        | USER#<uid>#ACCESS             | WS#<wsid>    |
-| token           | TOKEN#<sha256(token)>   | META                | USER#<uid>#TOKENS             | <kind>#<id>  |
-"""
+"""Storage of the identity context in the platform table. Keys are built here and nowhere else;
+docs/access-patterns.md lists every item and access pattern."""
 
 from __future__ import annotations
 
@@ -138,21 +127,42 @@ class IdentityStore:
     def create_contract(self, item: Item) -> None:
         self.table.transact(
             [
-                Write("Put", item={**contract_name_key(item["name"]), "contract_id": item["id"]},
-                      condition=_not_exists(), conflict=f"a contract named '{item['name']}' already exists"),
-                Write("Put", item={**contract_key(item["id"]), **item, "GSI1PK": "CONTRACTS",
-                                   "GSI1SK": item["name"].lower()}, condition=_not_exists()),
+                Write(
+                    "Put",
+                    item={**contract_name_key(item["name"]), "contract_id": item["id"]},
+                    condition=_not_exists(),
+                    conflict=f"a contract named '{item['name']}' already exists",
+                ),
+                Write(
+                    "Put",
+                    item={
+                        **contract_key(item["id"]),
+                        **item,
+                        "GSI1PK": "CONTRACTS",
+                        "GSI1SK": item["name"].lower(),
+                    },
+                    condition=_not_exists(),
+                ),
             ]
         )
 
     def rename_contract(self, current: Item, new_name: str) -> None:
-        writes = [versioned_update(contract_key(current["id"]), {"name": new_name, "GSI1SK": new_name.lower()},
-                                   current["version"])]
+        writes = [
+            versioned_update(
+                contract_key(current["id"]),
+                {"name": new_name, "GSI1SK": new_name.lower()},
+                current["version"],
+            )
+        ]
         if new_name.lower() != current["name"].lower():
             writes += [
                 Write("Delete", key=contract_name_key(current["name"])),
-                Write("Put", item={**contract_name_key(new_name), "contract_id": current["id"]},
-                      condition=_not_exists(), conflict=f"a contract named '{new_name}' already exists"),
+                Write(
+                    "Put",
+                    item={**contract_name_key(new_name), "contract_id": current["id"]},
+                    condition=_not_exists(),
+                    conflict=f"a contract named '{new_name}' already exists",
+                ),
             ]
         self.table.transact(writes)
 
@@ -168,12 +178,19 @@ class IdentityStore:
         return item["user_id"] if item else None
 
     def create_user(self, item: Item) -> None:
-        index = {"GSI1PK": f"CONTRACT#{item['contract_id']}#MEMBERS", "GSI1SK": item["username"].lower()} \
-            if item.get("contract_id") else {}
+        index = (
+            {"GSI1PK": f"CONTRACT#{item['contract_id']}#MEMBERS", "GSI1SK": item["username"].lower()}
+            if item.get("contract_id")
+            else {}
+        )
         self.table.transact(
             [
-                Write("Put", item={**username_key(item["username"]), "user_id": item["id"]},
-                      condition=_not_exists(), conflict=f"the username '{item['username']}' is taken"),
+                Write(
+                    "Put",
+                    item={**username_key(item["username"]), "user_id": item["id"]},
+                    condition=_not_exists(),
+                    conflict=f"the username '{item['username']}' is taken",
+                ),
                 Write("Put", item={**user_key(item["id"]), **item, **index}, condition=_not_exists()),
             ]
         )
@@ -192,15 +209,30 @@ class IdentityStore:
         cid, wsid = item["contract_id"], item["id"]
         self.table.transact(
             [
-                Write("Put", item={**workspace_name_key(cid, item["name"]), "workspace_id": wsid},
-                      condition=_not_exists(),
-                      conflict=f"a workspace named '{item['name']}' already exists in this contract"),
-                Write("Put", item={**workspace_key(wsid), **item, "GSI1PK": f"CONTRACT#{cid}#WORKSPACES",
-                                   "GSI1SK": item["name"].lower()}, condition=_not_exists()),
+                Write(
+                    "Put",
+                    item={**workspace_name_key(cid, item["name"]), "workspace_id": wsid},
+                    condition=_not_exists(),
+                    conflict=f"a workspace named '{item['name']}' already exists in this contract",
+                ),
+                Write(
+                    "Put",
+                    item={
+                        **workspace_key(wsid),
+                        **item,
+                        "GSI1PK": f"CONTRACT#{cid}#WORKSPACES",
+                        "GSI1SK": item["name"].lower(),
+                    },
+                    condition=_not_exists(),
+                ),
                 Write("Put", item=self._grant_item(creator_grant)),
                 # The contract may not vanish between the caller's check and this write.
-                Write("ConditionCheck", key=contract_key(cid), condition="attribute_exists(PK)",
-                      conflict="the contract no longer exists"),
+                Write(
+                    "ConditionCheck",
+                    key=contract_key(cid),
+                    condition="attribute_exists(PK)",
+                    conflict="the contract no longer exists",
+                ),
             ]
         )
 
@@ -214,12 +246,16 @@ class IdentityStore:
                 cid = current["contract_id"]
                 writes += [
                     Write("Delete", key=workspace_name_key(cid, current["name"])),
-                    Write("Put", item={**workspace_name_key(cid, new_name), "workspace_id": current["id"]},
-                          condition=_not_exists(),
-                          conflict=f"a workspace named '{new_name}' already exists in this contract"),
+                    Write(
+                        "Put",
+                        item={**workspace_name_key(cid, new_name), "workspace_id": current["id"]},
+                        condition=_not_exists(),
+                        conflict=f"a workspace named '{new_name}' already exists in this contract",
+                    ),
                 ]
-        self.table.transact([versioned_update(workspace_key(current["id"]), indexed, current["version"]),
-                             *writes])
+        self.table.transact(
+            [versioned_update(workspace_key(current["id"]), indexed, current["version"]), *writes]
+        )
 
     def list_contract_workspaces(self, cid: str, limit: int, cursor: str | None) -> Page:
         return self.table.query(f"CONTRACT#{cid}#WORKSPACES", index="GSI1", limit=limit, cursor=cursor)
@@ -243,8 +279,12 @@ class IdentityStore:
         self.table.transact(
             [
                 Write("Put", item=self._grant_item(grant)),
-                Write("ConditionCheck", key=workspace_key(grant["workspace_id"]),
-                      condition="attribute_exists(PK)", conflict="the workspace no longer exists"),
+                Write(
+                    "ConditionCheck",
+                    key=workspace_key(grant["workspace_id"]),
+                    condition="attribute_exists(PK)",
+                    conflict="the workspace no longer exists",
+                ),
             ]
         )
 
@@ -257,8 +297,12 @@ class IdentityStore:
     # ---- tokens ----
     def put_token(self, token_hash: str, item: Item) -> None:
         self.table.put(
-            {**token_key(token_hash), **item, "GSI1PK": f"USER#{item['user_id']}#TOKENS",
-             "GSI1SK": f"{item['kind']}#{item['id']}"},
+            {
+                **token_key(token_hash),
+                **item,
+                "GSI1PK": f"USER#{item['user_id']}#TOKENS",
+                "GSI1SK": f"{item['kind']}#{item['id']}",
+            },
             condition=_not_exists(),
         )
 
@@ -266,8 +310,9 @@ class IdentityStore:
         return self._get(token_key(token_hash))
 
     def list_tokens(self, uid: str, kind: str, limit: int, cursor: str | None) -> Page:
-        return self.table.query(f"USER#{uid}#TOKENS", index="GSI1", sk_prefix=f"{kind}#", limit=limit,
-                                cursor=cursor)
+        return self.table.query(
+            f"USER#{uid}#TOKENS", index="GSI1", sk_prefix=f"{kind}#", limit=limit, cursor=cursor
+        )
 
     def find_token(self, uid: str, kind: str, token_id: str) -> Item | None:
         page = self.table.query(f"USER#{uid}#TOKENS", index="GSI1", sk_prefix=f"{kind}#{token_id}", limit=1)
