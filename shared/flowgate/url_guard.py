@@ -332,7 +332,8 @@ def check_url(url: str, policy: OutboundPolicy, *, resolve: bool = True) -> Pars
     if literal is not None:
         why = policy.refusal(literal)
         if why is not None:
-            raise _refuse(f"the host {literal} is {why}; outbound URLs must point at public addresses")
+            shown = f"{literal}" if hostname == str(literal) else f"{hostname!r} ({literal})"
+            raise _refuse(f"the host {shown} is {why}; outbound URLs must point at public addresses")
         return ParsedTarget(url, scheme, str(literal), port, (literal,))
     name = _normalise_name(hostname)
     if name is None:

@@ -1,0 +1,1 @@
+"""Flowgate's benchmarks; `python benchmarks/run.py` (or `make bench`) runs them."""
