@@ -28,8 +28,8 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 run: $(VENV)/.installed
 	PORT=$(PORT) exec $(PY) -m devstack
 
-## test: lint, types, template validation, then unit, handler (moto) and end-to-end tests
-test: lint typecheck validate
+## test: lint, types, template validation, sam build, then unit, handler (moto), devstack and e2e tests
+test: lint typecheck validate build
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
 
 lint: $(VENV)/.installed

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import ADMIN, Stack, start_stack
+from tests.e2e.conftest import ADMIN, Stack, launch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 A = "/api/latest"
@@ -25,17 +25,28 @@ def _tenant(stack: Stack, root_token: str, tag: str) -> dict[str, str]:
     cid = contract.json()["id"]
     ids = {}
     for who, role in (("admin", "org_admin"), ("member", "member")):
-        made = stack.call("POST", f"{A}/contracts/{cid}/members",
-                          {"username": f"{who}-{tag}", "password": f"{who}-{tag}-password", "role": role,
-                           "privileges": []}, root_token)
+        made = stack.call(
+            "POST",
+            f"{A}/contracts/{cid}/members",
+            {"username": f"{who}-{tag}", "password": f"{who}-{tag}-password", "role": role, "privileges": []},
+            root_token,
+        )
         assert made.status_code == 201, made.text
         ids[who] = made.json()["id"]
     admin = stack.login(f"admin-{tag}", f"admin-{tag}-password")
-    ws = stack.call("POST", f"{A}/contracts/{cid}/workspaces", {"name": f"ws-{tag}", "kind": "limited"}, admin)
+    ws = stack.call(
+        "POST", f"{A}/contracts/{cid}/workspaces", {"name": f"ws-{tag}", "kind": "limited"}, admin
+    )
     assert ws.status_code == 201, ws.text
     assert ws.json()["kind"] == "limited"
-    return {"cid": cid, "ws": ws.json()["id"], "admin": admin, "admin_id": ids["admin"],
-            "member": stack.login(f"member-{tag}", f"member-{tag}-password"), "member_id": ids["member"]}
+    return {
+        "cid": cid,
+        "ws": ws.json()["id"],
+        "admin": admin,
+        "admin_id": ids["admin"],
+        "member": stack.login(f"member-{tag}", f"member-{tag}-password"),
+        "member_id": ids["member"],
+    }
 
 
 def test_contract_member_workspace_and_tenancy(stack: Stack, root_token: str):
@@ -66,7 +77,10 @@ def test_contract_member_workspace_and_tenancy(stack: Stack, root_token: str):
     stack.call("PUT", f"{A}/workspaces/{a['ws']}/access/{a['member_id']}", {"role": "member"}, a["admin"])
     refused = stack.call("PATCH", f"{A}/workspaces/{a['ws']}", {"kind": "full"}, a["member"])
     assert refused.status_code == 403
-    assert stack.call("PATCH", f"{A}/workspaces/{a['ws']}", {"kind": "full"}, root_token).json()["kind"] == "full"
+    assert (
+        stack.call("PATCH", f"{A}/workspaces/{a['ws']}", {"kind": "full"}, root_token).json()["kind"]
+        == "full"
+    )
     # no token at all is 401
     assert stack.call("GET", f"{A}/workspaces/{a['ws']}").status_code == 401
 
@@ -74,8 +88,9 @@ def test_contract_member_workspace_and_tenancy(stack: Stack, root_token: str):
 def test_basic_auth_and_machine_tokens_over_http(stack: Stack, root_token: str):
     tag = uuid.uuid4().hex[:6]
     t = _tenant(stack, root_token, f"c{tag}")
-    basic = requests.get(stack.url(f"{A}/workspaces/{t['ws']}"), auth=(f"admin-c{tag}", f"admin-c{tag}-password"),
-                         timeout=30)
+    basic = requests.get(
+        stack.url(f"{A}/workspaces/{t['ws']}"), auth=(f"admin-c{tag}", f"admin-c{tag}-password"), timeout=30
+    )
     assert basic.status_code == 200
     wrong = requests.get(stack.url(f"{A}/auth/me"), auth=(f"admin-c{tag}", "nope-nope-nope"), timeout=30)
     assert wrong.status_code == 401
@@ -92,11 +107,16 @@ def test_bad_input_over_http(stack: Stack, root_token: str):
     wrong_type = stack.call("POST", f"{A}/contracts", {"name": 42}, root_token)
     assert wrong_type.status_code == 400
     assert "name" in wrong_type.json()["error"]["message"]
-    huge = requests.post(stack.url(f"{A}/contracts"), data='{"name": "' + "x" * 200_000 + '"}', headers=headers,
-                         timeout=30)
+    huge = requests.post(
+        stack.url(f"{A}/contracts"), data='{"name": "' + "x" * 200_000 + '"}', headers=headers, timeout=30
+    )
     assert huge.status_code == 413
-    text = requests.post(stack.url(f"{A}/contracts"), data="name=x",
-                         headers={**headers, "Content-Type": "text/plain"}, timeout=30)
+    text = requests.post(
+        stack.url(f"{A}/contracts"),
+        data="name=x",
+        headers={**headers, "Content-Type": "text/plain"},
+        timeout=30,
+    )
     assert text.status_code == 415
     listed = stack.call("GET", f"{A}/contracts", token=root_token).json()["items"]
     assert not any(c["name"] in ("x" * 200_000, "42") for c in listed)
@@ -111,8 +131,9 @@ def test_concurrent_renames_resolve_to_one(stack: Stack, root_token: str):
 
     def rename(i: int) -> None:
         barrier.wait()
-        answer = stack.call("PATCH", f"{A}/workspaces/{t['ws']}", {"name": f"race-{i}"}, t["admin"],
-                            headers={"If-Match": "1"})
+        answer = stack.call(
+            "PATCH", f"{A}/workspaces/{t['ws']}", {"name": f"race-{i}"}, t["admin"], headers={"If-Match": "1"}
+        )
         statuses.append(answer.status_code)
 
     threads = [threading.Thread(target=rename, args=(i,)) for i in range(4)]
@@ -132,14 +153,17 @@ def test_openapi_document_is_served(stack: Stack):
 
 
 def test_a_second_stack_runs_beside_with_a_generated_admin(stack: Stack, tmp_path: Path):
-    other = start_stack(tmp_path, {"FLOWGATE_ADMIN_USERNAME": "", "FLOWGATE_ADMIN_PASSWORD": ""})
+    other = launch(tmp_path, {"FLOWGATE_ADMIN_USERNAME": "", "FLOWGATE_ADMIN_PASSWORD": ""})
     try:
         assert other.base != stack.base
-        printed = re.findall(r"username=(\S+) password=(\S+)", other.log.read_text())
+        printed = re.findall(r"username=(\S+) password=(\S+)", other.everything_logged())
         assert len(printed) == 1, "the generated password is printed exactly once"
         token = other.login(*printed[0])
         # the two stacks share nothing: the first stack's admin does not exist in the second
-        assert other.call("POST", f"{A}/auth/login", {"username": ADMIN[0], "password": ADMIN[1]}).status_code == 401
+        assert (
+            other.call("POST", f"{A}/auth/login", {"username": ADMIN[0], "password": ADMIN[1]}).status_code
+            == 401
+        )
         assert other.call("GET", f"{A}/contracts", token=token).json()["items"] == []
     finally:
         other.stop()
@@ -151,10 +175,13 @@ def test_the_readme_curl_session_runs_verbatim(stack: Stack):
     match = re.search(r"<!-- e2e: readme-session -->\s*```bash\n(.*?)```", readme, re.S)
     assert match, "README.md lost its marked curl session"
     script = match.group(1).replace("http://127.0.0.1:3000", stack.base)
-    script = script.replace("admin-password-change-me", ADMIN[1]).replace("ADMIN_USER=admin", f"ADMIN_USER={ADMIN[0]}")
+    script = script.replace("admin-password-change-me", ADMIN[1]).replace(
+        "ADMIN_USER=admin", f"ADMIN_USER={ADMIN[0]}"
+    )
     suffix = uuid.uuid4().hex[:6]
     script = script.replace("acme", f"acme-{suffix}").replace("alice", f"alice-{suffix}")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"kind":"limited"' in done.stdout.replace(" ", "")
