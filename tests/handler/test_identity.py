@@ -357,7 +357,9 @@ def test_non_json_bodies_are_415(api: Api, root_token: str):
 # ---- secrets never leak ----------------------------------------------------------------------
 
 
-def test_passwords_and_tokens_never_reach_logs_or_answers(api: Api, tenants, caplog: pytest.LogCaptureFixture):
+def test_passwords_and_tokens_never_reach_logs_or_answers(
+    api: Api, tenants, caplog: pytest.LogCaptureFixture
+):
     a, _ = tenants
     made = api.call(
         "POST",
