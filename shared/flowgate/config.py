@@ -18,6 +18,9 @@ class Settings(BaseModel):
     admin_secret_id: str | None = None
     outbound_allow_list: str = ""
     local: bool = False
+    execution_queue_url: str = ""
+    flow_time_limit_seconds: int = Field(default=60, ge=1, le=840)
+    flow_memory_mb: int = Field(default=256, ge=64, le=4096)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -28,6 +31,9 @@ class Settings(BaseModel):
             admin_secret_id=environ.get("ADMIN_SECRET_ID") or None,
             outbound_allow_list=environ.get("OUTBOUND_ALLOW_LIST", ""),
             local=environ.get("FLOWGATE_LOCAL") == "1",
+            execution_queue_url=environ.get("EXECUTION_QUEUE_URL", ""),
+            flow_time_limit_seconds=int(environ.get("FLOW_TIME_LIMIT_SECONDS", "60")),
+            flow_memory_mb=int(environ.get("FLOW_MEMORY_MB", "256")),
         )
 
 

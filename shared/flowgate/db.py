@@ -39,7 +39,18 @@ def _codec() -> tuple[Any, Any]:
 
 def _to_wire(item: Mapping[str, Any]) -> dict[str, Any]:
     serializer, _ = _codec()
-    return {k: serializer.serialize(v) for k, v in item.items() if v is not None}
+    return {k: serializer.serialize(_storable(v)) for k, v in item.items() if v is not None}
+
+
+def _storable(value: Any) -> Any:
+    """DynamoDB has no float type: JSON numbers from users are stored as exact decimals."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
 
 
 def _from_wire(raw: Mapping[str, Any]) -> Item:
@@ -144,6 +155,34 @@ class Table:
             self.client.put_item(**kwargs)
         except self.client.exceptions.ConditionalCheckFailedException as exc:
             raise Conflict(conflict or "the resource already exists") from exc
+
+    def update(
+        self,
+        key: Mapping[str, str],
+        expression: str,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> Item | None:
+        """Apply an UpdateExpression; the item as it is afterwards, or None when the condition failed."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "Key": _to_wire(key),
+            "UpdateExpression": expression,
+            "ReturnValues": "ALL_NEW",
+        }
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if names:
+            kwargs["ExpressionAttributeNames"] = dict(names)
+        if values:
+            kwargs["ExpressionAttributeValues"] = _to_wire(values)
+        try:
+            raw = self.client.update_item(**kwargs)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _from_wire(raw["Attributes"])
 
     def query(
         self,

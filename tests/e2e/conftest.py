@@ -15,7 +15,7 @@ from devstack.launcher import StackProcess, start_stack
 
 ADMIN = ("e2e-admin", "e2e-admin-password-1")
 # Short limits so that the limit tests end quickly.
-OVERRIDES = ""
+OVERRIDES = "FlowTimeLimitSeconds=5 FlowMemoryLimitMb=256"
 
 
 @dataclass

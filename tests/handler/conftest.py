@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 from moto import mock_aws
 
-from devstack.provision import create_table_from_template
-from flowgate import config, db, identity, secrets
+from devstack.environment import function_environment
+from devstack.provision import AwsClients, provision
+from devstack.template import load_template
+from flowgate import config, connectors, db, flows, identity, queue, secrets
 from tests.conftest import ROOT
 
 ADMIN = ("platform-admin", "platform-admin-password")
@@ -31,22 +34,31 @@ def _clear_caches() -> None:
         db._client,
         db._codec,
         secrets._client,
+        queue._client,
         identity.store,
         identity.authenticator,
         identity.service,
+        flows.store,
+        flows.service,
+        flows.execution_runner,
+        connectors.service,
+        connectors.run_context,
     ):
         cached.cache_clear()
 
 
 @pytest.fixture
 def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto account with the template's table; yields the table name."""
-    monkeypatch.setenv("TABLE_NAME", "flowgate-test")
-    monkeypatch.setenv("TOKEN_TTL_SECONDS", "3600")
+    """A moto account holding every resource of template.yaml, with the functions' environment set
+    as Lambda would set it; yields the table name."""
     _clear_caches()
     with mock_aws():
-        create_table_from_template(ROOT / "template.yaml", "Table", table_name="flowgate-test")
-        yield "flowgate-test"
+        template = load_template(ROOT / "template.yaml")
+        physical = provision(template, AwsClients.from_session(boto3.session.Session()))
+        for name, value in function_environment(template.with_physical(physical).functions()).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("OUTBOUND_ALLOW_LIST", "127.0.0.0/8,::1")
+        yield physical["Table"].ref
     _clear_caches()
 
 

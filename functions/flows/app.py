@@ -1,0 +1,94 @@
+"""Flows function: flows (versioned scripts) and executions of a workspace.
+
+Thin by design: parse (pydantic, via the resolver), authenticate, call the flows service, shape the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from flowgate import flows, identity
+from flowgate.flows.models import (
+    Execution,
+    ExecutionSummary,
+    Flow,
+    FlowName,
+    FlowSummary,
+    PutFlowRequest,
+    StartExecutionRequest,
+)
+from flowgate.http import API_ROOT, Listing, create_app, created, entry
+from flowgate.identity.models import Principal
+
+app = create_app()
+WS = f"{API_ROOT}/workspaces/<ws>"
+
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
+
+
+def caller() -> Principal:
+    return identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+
+
+@app.put(f"{WS}/flows/<name>", tags=["flows"])
+def put_flow(ws: str, name: FlowName, body: PutFlowRequest) -> Response[Flow]:
+    flow, was_created = flows.service().put_flow(caller(), ws, name, body)
+    if was_created:
+        return created(flow, f"{API_ROOT}/workspaces/{ws}/flows/{name}")
+    return Response(status_code=200, content_type="application/json", body=flow)
+
+
+@app.get(f"{WS}/flows", tags=["flows"])
+def list_flows(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[FlowSummary]:
+    items, nxt = flows.service().list_flows(caller(), ws, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{WS}/flows/<name>", tags=["flows"])
+def get_flow(ws: str, name: str) -> Flow:
+    return flows.service().get_flow(caller(), ws, name)
+
+
+@app.delete(f"{WS}/flows/<name>", tags=["flows"])
+def delete_flow(ws: str, name: str) -> Response[None]:
+    flows.service().delete_flow(caller(), ws, name)
+    return Response(status_code=204)
+
+
+@app.post(f"{WS}/executions", tags=["executions"])
+def start_execution(ws: str, body: StartExecutionRequest) -> Response[Execution]:
+    execution = flows.service().start_execution(caller(), ws, body)
+    return Response(
+        status_code=202,
+        content_type="application/json",
+        body=execution,
+        headers={"Location": f"{API_ROOT}/workspaces/{ws}/executions/{execution.id}"},
+    )
+
+
+@app.get(f"{WS}/executions", tags=["executions"])
+def list_executions(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[ExecutionSummary]:
+    items, nxt = flows.service().list_executions(caller(), ws, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{WS}/executions/<eid>", tags=["executions"])
+def get_execution(ws: str, eid: str) -> Execution:
+    return flows.service().get_execution(caller(), ws, eid)
+
+
+@app.post(f"{WS}/executions/<eid>/cancel", tags=["executions"])
+def cancel_execution(ws: str, eid: str) -> Execution:
+    return flows.service().cancel_execution(caller(), ws, eid)
+
+
+_rest = entry(app, max_body_bytes=512 * 1024)
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return _rest(event, context)

@@ -1,0 +1,1 @@
+"""Connector types, one module each; `flowgate.connectors.registry` names them."""

@@ -1,0 +1,39 @@
+"""The flows context: flows, executions, and the runner that executes them in the sandbox.
+
+`service()` and `execution_runner()` are the composition root: built once per container from settings.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from flowgate.config import get_settings
+from flowgate.db import Table
+from flowgate.flows.service import FlowService
+from flowgate.flows.store import FlowStore
+
+if TYPE_CHECKING:
+    from flowgate.flows.runner import Runner
+
+
+@functools.cache
+def store() -> FlowStore:
+    return FlowStore(Table(get_settings().table_name))
+
+
+@functools.cache
+def service() -> FlowService:
+    from flowgate import identity
+    from flowgate.queue import ExecutionQueue
+
+    return FlowService(store(), identity.service(), ExecutionQueue(get_settings().execution_queue_url))
+
+
+@functools.cache
+def execution_runner() -> Runner:
+    """Named apart from the `runner` submodule, which importing it would bind over this function."""
+    from flowgate import connectors
+    from flowgate.flows.runner import Runner, RunnerConfig
+
+    return Runner(store(), connectors.service(), RunnerConfig.from_settings(get_settings()))

@@ -1,0 +1,113 @@
+"""Flows and executions (DESIGN §1, §3.1): the domain model and the request models of their API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# A flow's script is Python source; 256 KiB is far beyond any sane flow and well inside DynamoDB's item limit.
+MAX_SCRIPT_BYTES = 256 * 1024
+FlowName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+STRICT = ConfigDict(extra="forbid")
+
+
+class ExecutionType(StrEnum):
+    FLOW = "flow"
+    CONNECTION = "connection"
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.ERROR, ExecutionStatus.CANCELLED})
+
+
+class Flow(BaseModel):
+    id: str
+    workspace_id: str
+    name: str
+    script: str
+    description: str | None = None
+    version: int
+    created_at: str
+    updated_at: str
+    updated_by: str
+
+
+class FlowSummary(BaseModel):
+    id: str
+    name: str
+    description: str | None = None
+    version: int
+    updated_at: str
+
+
+class Execution(BaseModel):
+    id: str
+    workspace_id: str
+    type: ExecutionType
+    status: ExecutionStatus
+    flow: str | None = None  # the flow's name (type flow)
+    flow_id: str | None = None
+    flow_version: int | None = None
+    connector: str | None = None  # the connector's name (type connection), or None for a bare type
+    connector_type: str | None = None
+    script: str | None = None  # the exact script this execution ran (type flow)
+    inputs: dict[str, Any] = Field(default_factory=dict)  # vault-supplied values are stored as "***"
+    input_sources: dict[str, str] = Field(default_factory=dict)  # key -> value | vault | call
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    message: str | None = None
+    log: list[str] = Field(default_factory=list)
+    log_truncated: bool = False
+    parent: str | None = None
+    root: str | None = None
+    started_by: str
+    created_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_ms: int | None = None
+    version: int
+
+
+class ExecutionSummary(BaseModel):
+    id: str
+    type: ExecutionType
+    status: ExecutionStatus
+    flow: str | None = None
+    connector: str | None = None
+    connector_type: str | None = None
+    parent: str | None = None
+    created_at: str
+    ended_at: str | None = None
+
+
+# ---- request bodies ---------------------------------------------------------------------------
+
+
+class PutFlowRequest(BaseModel):
+    model_config = STRICT
+    script: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SCRIPT_BYTES)]
+    description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class StartExecutionRequest(BaseModel):
+    model_config = STRICT
+    flow: FlowName
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConnectorRequest(BaseModel):
+    model_config = STRICT
+    inputs: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,377 @@
+"""The runner: executes one execution, a flow script in the sandbox or a connection through its connector.
+
+It is the parent end of the sandbox's RPC channel: every call a script makes (`this.connect`,
+`this.flow`, `wait`, `system.*`) arrives here and is answered for the execution's own workspace only.
+Child executions run inline in this runner (threads, each flow in its own sandboxed process), so a
+parent waiting on its child never waits on a queue that it is itself blocking.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flowgate import sandbox
+from flowgate.errors import BadRequest, Conflict, FlowgateError, NotFound
+from flowgate.flows.models import ExecutionStatus, ExecutionType
+from flowgate.flows.service import ACTIVE, new_execution
+from flowgate.flows.store import FlowStore
+from flowgate.identity.auth import iso, now
+from flowgate.observability import logger
+
+if TYPE_CHECKING:
+    from flowgate.config import Settings
+    from flowgate.connectors.service import ConnectorService, RunContext
+
+# Guards against runaway scripts: children per execution, and depth of flows starting flows.
+MAX_CHILDREN = 100
+MAX_DEPTH = 5
+CANCEL_POLL_SECONDS = 1.0
+# An execution is one DynamoDB item (400 KB at most) that also holds its script, inputs and log.
+MAX_OUTPUT_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    limits: sandbox.Limits
+    run_context: RunContext
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunnerConfig:
+        from flowgate.connectors.service import RunContext
+
+        seconds = settings.flow_time_limit_seconds
+        limits = sandbox.Limits(
+            wall_seconds=float(seconds), cpu_seconds=seconds, memory_bytes=settings.flow_memory_mb * 2**20
+        )
+        return cls(limits, RunContext.from_settings(settings))
+
+
+class Runner:
+    def __init__(self, store: FlowStore, connectors: ConnectorService, config: RunnerConfig) -> None:
+        self.store = store
+        self.connectors = connectors
+        self.config = config
+
+    def handle(self, execution_id: str) -> None:
+        """Run a queued execution once, however often the queue delivers it."""
+        item = self.store.get_execution(execution_id)
+        if item is None:
+            logger.warning("queued execution does not exist", extra={"execution_id": execution_id})
+            return
+        status = ExecutionStatus(item["status"])
+        if status in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING):
+            # Delivered again after the invocation that ran it died: it will not finish by itself.
+            self._finish(
+                execution_id, ExecutionStatus.ERROR, message="the runner stopped before the execution ended"
+            )
+            return
+        self.run_claimed(execution_id)
+
+    def run_claimed(self, execution_id: str) -> None:
+        """Claim a pending execution (pending -> running) and run it; a lost claim means someone else did."""
+        claimed = self.store.transition(
+            execution_id,
+            ExecutionStatus.RUNNING,
+            allowed_from=[ExecutionStatus.PENDING],
+            started_at=iso(now()),
+        )
+        if claimed is None:
+            return
+        started = time.monotonic()
+        try:
+            if claimed["type"] == ExecutionType.CONNECTION:
+                self._run_connection(claimed)
+            else:
+                self._run_flow(claimed)
+        except Exception:  # the execution must end visibly whatever went wrong in the platform
+            logger.exception("execution failed inside the runner", extra={"execution_id": execution_id})
+            self._finish(
+                execution_id,
+                ExecutionStatus.ERROR,
+                message="internal error while running the execution",
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+
+    # ---- connections ----
+    def _run_connection(self, item: Mapping[str, Any]) -> None:
+        from flowgate.connectors.service import ConnectorError
+
+        started = time.monotonic()
+        try:
+            prepared = self.connectors.prepare(
+                item["workspace_id"],
+                item.get("connector"),
+                item.get("connector_type"),
+                item.get("inputs") or {},
+            )
+            self.store.record(
+                item["id"], inputs=prepared.merged.redacted, input_sources=prepared.merged.sources
+            )
+            # a connection may not outlive the flow time limit
+            context = self.config.run_context.with_time_left(self.config.limits.wall_seconds)
+            outputs = self.connectors.execute(prepared, context)
+        except (FlowgateError, ConnectorError) as exc:
+            self._finish(
+                item["id"],
+                ExecutionStatus.ERROR,
+                message=str(getattr(exc, "message", exc)),
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+            return
+        self._finish(
+            item["id"],
+            ExecutionStatus.SUCCESS,
+            outputs=outputs,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    # ---- flows ----
+    def _run_flow(self, item: Mapping[str, Any]) -> None:
+        calls = ScriptCalls(self, item)
+        try:
+            result = sandbox.run_script(
+                item.get("script") or "",
+                item.get("inputs") or {},
+                calls.on_call,
+                self.config.limits,
+                should_cancel=calls.cancelled,
+                execution_id=item["id"],
+            )
+        finally:
+            calls.close()
+        status = {
+            "success": ExecutionStatus.SUCCESS,
+            "error": ExecutionStatus.ERROR,
+            "cancelled": ExecutionStatus.CANCELLED,
+        }[result.status]
+        fields: dict[str, Any] = {
+            "outputs": result.outputs,
+            "log": result.log,
+            "log_truncated": result.log_truncated,
+            "duration_ms": result.duration_ms,
+        }
+        size = len(json.dumps(result.outputs))
+        if size > MAX_OUTPUT_BYTES and status == ExecutionStatus.SUCCESS:
+            status, fields["outputs"] = ExecutionStatus.ERROR, {}
+            result.message = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+        if result.message is not None:
+            fields["message"] = result.message
+        if status == ExecutionStatus.CANCELLED:
+            self.store.record(item["id"], **fields)  # the cancel itself already set the status
+            return
+        self._finish(item["id"], status, **fields)
+
+    def _finish(self, eid: str, status: ExecutionStatus, **fields: Any) -> None:
+        done = self.store.transition(
+            eid,
+            status,
+            allowed_from=[ExecutionStatus.RUNNING, ExecutionStatus.WAITING],
+            ended_at=iso(now()),
+            **fields,
+        )
+        if done is None:  # cancelled meanwhile: keep what it produced, not a different status
+            self.store.record(eid, **{k: v for k, v in fields.items() if k != "message"})
+
+
+class ScriptCalls:
+    """Answers the RPC calls of one running flow script, scoped to its execution and workspace."""
+
+    def __init__(self, runner: Runner, execution: Mapping[str, Any]) -> None:
+        self.runner = runner
+        self.execution = execution
+        self.workspace_id: str = execution["workspace_id"]
+        self.children: dict[str, Future[None] | None] = {}
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"exec-{execution['id'][:8]}")
+        self.lock = threading.Lock()
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    # ---- the sandbox's hooks ----
+    def on_call(self, op: str, args: dict[str, Any]) -> Any:
+        handlers = {
+            "start_child": self._start_child,
+            "run_child": self._run_child,
+            "wait_child": self._wait_child,
+            "get_child": self._get_child,
+            "system_get": self._system_get,
+        }
+        if op not in handlers:
+            raise BadRequest(f"unknown operation '{op}'")
+        return handlers[op](args)
+
+    def cancelled(self) -> bool:
+        if not self._cancelled and time.monotonic() - self._last_cancel_check >= CANCEL_POLL_SECONDS:
+            self._last_cancel_check = time.monotonic()
+            current = self.runner.store.get_execution(self.execution["id"])
+            self._cancelled = current is None or current["status"] == ExecutionStatus.CANCELLED
+        return self._cancelled
+
+    def close(self) -> None:
+        """Cancel the children that never ran or still run, then wait for their threads."""
+        for child_id in list(self.children):
+            self.runner.store.transition(
+                child_id,
+                ExecutionStatus.CANCELLED,
+                allowed_from=ACTIVE,
+                ended_at=iso(now()),
+                message="cancelled: the parent execution ended",
+            )
+        self.pool.shutdown(wait=True)
+
+    # ---- operations ----
+    def _start_child(self, args: dict[str, Any]) -> dict[str, Any]:
+        if len(self.children) >= MAX_CHILDREN:
+            raise Conflict(f"an execution may start at most {MAX_CHILDREN} children")
+        inputs = args.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise BadRequest("inputs must be a mapping")
+        depth = int(self.execution.get("depth") or 0) + 1
+        starter = self.execution["started_by"]
+        if args.get("kind") == "connection":
+            item = self._connection_child(args, inputs, starter, depth)
+        elif args.get("kind") == "flow":
+            item = self._flow_child(args, inputs, starter, depth)
+        else:
+            raise BadRequest("kind must be 'connection' or 'flow'")
+        self.runner.store.create_execution(item)
+        with self.lock:
+            self.children[item["id"]] = None
+        return {"id": item["id"]}
+
+    def _connection_child(
+        self, args: dict[str, Any], inputs: dict[str, Any], starter: str, depth: int
+    ) -> dict[str, Any]:
+        name, type_ = args.get("connector"), args.get("connector_type")
+        if bool(name) == bool(type_):
+            raise BadRequest("name a connector or a connector_type, not both")
+        if name:
+            connector = self.runner.connectors.get_connector(self.workspace_id, str(name))
+            type_ = connector.type
+        return new_execution(
+            self.workspace_id,
+            ExecutionType.CONNECTION,
+            starter,
+            parent=self.execution,
+            connector=name,
+            connector_type=type_,
+            inputs=inputs,
+            input_sources=dict.fromkeys(inputs, "call"),
+            depth=depth,
+        )
+
+    def _flow_child(
+        self, args: dict[str, Any], inputs: dict[str, Any], starter: str, depth: int
+    ) -> dict[str, Any]:
+        if args.get("remote_workspace_name"):
+            raise BadRequest(
+                "remote_workspace_name needs workspace linking (sync configs), which is not built yet"
+            )
+        if depth > MAX_DEPTH:
+            raise Conflict(f"flows may start flows at most {MAX_DEPTH} levels deep")
+        name = str(args.get("flow") or "")
+        flow = self.runner.store.get_flow(self.workspace_id, name)
+        if flow is None:
+            raise NotFound(f"flow '{name}' not found in this workspace")
+        return new_execution(
+            self.workspace_id,
+            ExecutionType.FLOW,
+            starter,
+            parent=self.execution,
+            flow=flow["name"],
+            flow_id=flow["id"],
+            flow_version=flow["version"],
+            script=flow["script"],
+            inputs=inputs,
+            input_sources=dict.fromkeys(inputs, "call"),
+            depth=depth,
+        )
+
+    def _own_child(self, args: dict[str, Any]) -> str:
+        child_id = str(args.get("id") or "")
+        if child_id not in self.children:
+            raise NotFound("no such child execution of this execution")
+        return child_id
+
+    def _run_child(self, args: dict[str, Any]) -> dict[str, Any]:
+        child_id = self._own_child(args)
+        with self.lock:
+            if self.children[child_id] is None:
+                self.children[child_id] = self.pool.submit(self.runner.run_claimed, child_id)
+        return {"id": child_id}
+
+    def _wait_child(self, args: dict[str, Any]) -> dict[str, Any]:
+        child_id = self._own_child(args)
+        self._run_child(args)
+        future = self.children[child_id]
+        assert future is not None
+        timeout = args.get("timeout")
+        eid = self.execution["id"]
+        self.runner.store.transition(eid, ExecutionStatus.WAITING, allowed_from=[ExecutionStatus.RUNNING])
+        try:
+            future.result(timeout=float(timeout) if timeout is not None else None)
+        except FutureTimeout as exc:
+            raise Conflict(f"the child execution did not end within {timeout} s") from exc
+        finally:
+            self.runner.store.transition(eid, ExecutionStatus.RUNNING, allowed_from=[ExecutionStatus.WAITING])
+        return self._child_view(child_id)
+
+    def _get_child(self, args: dict[str, Any]) -> Any:
+        view = self._child_view(self._own_child(args))
+        field = args.get("field", "output_value")
+        if field not in view:
+            raise BadRequest(f"unknown field '{field}'; known: {', '.join(sorted(view))}")
+        return view[field]
+
+    def _child_view(self, child_id: str) -> dict[str, Any]:
+        item = self.runner.store.get_execution(child_id) or {}
+        return {
+            "id": child_id,
+            "status": item.get("status"),
+            "outputs": item.get("outputs") or {},
+            "output_value": item.get("outputs") or {},
+            "inputs": item.get("inputs") or {},
+            "message": item.get("message"),
+            "type": item.get("type"),
+        }
+
+    def _system_get(self, args: dict[str, Any]) -> Any:
+        kind = args.get("kind")
+        store = self.runner.store
+        if kind == "flow":
+            flow = store.get_flow(self.workspace_id, str(args.get("name") or ""))
+            if flow is None:
+                raise NotFound("flow not found in this workspace")
+            return {k: flow.get(k) for k in ("id", "name", "version", "description", "script", "updated_at")}
+        if kind == "connector":
+            connector = self.runner.connectors.get_connector(self.workspace_id, str(args.get("name") or ""))
+            return connector.model_dump(mode="json")
+        if kind == "secret_names":
+            items, _ = self.runner.connectors.list_secrets(self.workspace_id, 100, None)
+            return [s.name for s in items]
+        if kind == "execution":
+            found = store.get_execution(str(args.get("id") or ""))
+            if found is None or found["workspace_id"] != self.workspace_id:
+                raise NotFound("execution not found in this workspace")
+            return {
+                k: found.get(k)
+                for k in (
+                    "id",
+                    "type",
+                    "status",
+                    "flow",
+                    "connector",
+                    "outputs",
+                    "message",
+                    "parent",
+                    "created_at",
+                    "ended_at",
+                )
+            }
+        raise BadRequest("kind must be flow, connector, secret_names or execution")

@@ -1,0 +1,200 @@
+"""Use cases of the flows context: flows (versioned scripts) and executions, authorized per workspace."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from flowgate import sandbox
+from flowgate.db import StaleVersion
+from flowgate.errors import Conflict, NotFound
+from flowgate.flows.models import (
+    Execution,
+    ExecutionStatus,
+    ExecutionSummary,
+    ExecutionType,
+    Flow,
+    FlowSummary,
+    PutFlowRequest,
+    StartExecutionRequest,
+)
+from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
+from flowgate.identity.auth import iso, now
+from flowgate.identity.models import Principal, Workspace
+
+ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
+
+
+class WorkspaceAuthorizer(Protocol):
+    def authorize_workspace(self, principal: Principal, wsid: str, *, manage: bool = False) -> Workspace: ...
+
+
+class Queue(Protocol):
+    def send(self, execution_id: str, workspace_id: str) -> None: ...
+
+
+def new_execution(
+    workspace_id: str,
+    type_: ExecutionType,
+    started_by: str,
+    *,
+    parent: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The item of a new pending execution; a child inherits its parent's root."""
+    eid = str(uuid.uuid4())
+    return {
+        "id": eid,
+        "workspace_id": workspace_id,
+        "type": type_.value,
+        "status": ExecutionStatus.PENDING.value,
+        "started_by": started_by,
+        "created_at": iso(now()),
+        "parent": parent["id"] if parent else None,
+        "root": (parent.get("root") or parent["id"]) if parent else None,
+        "version": 1,
+        **fields,
+    }
+
+
+class FlowService:
+    def __init__(self, store: FlowStore, workspaces: WorkspaceAuthorizer, queue: Queue) -> None:
+        self.store = store
+        self.workspaces = workspaces
+        self.queue = queue
+
+    # ---- flows ----
+    def put_flow(
+        self, principal: Principal, wsid: str, name: str, request: PutFlowRequest
+    ) -> tuple[Flow, bool]:
+        """Create or change a flow; each change is a new version. True when it was created."""
+        self.workspaces.authorize_workspace(principal, wsid)
+        sandbox.check_syntax(request.script)
+        stamp = iso(now())
+        current = self.store.get_flow(wsid, name)
+        if current is None:
+            item = {
+                "id": str(uuid.uuid4()),
+                "workspace_id": wsid,
+                "name": name,
+                "script": request.script,
+                "description": request.description,
+                "version": 1,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "updated_by": principal.user_id,
+            }
+            self.store.create_flow(item)
+            return flow_from(item), True
+        changes = {
+            "script": request.script,
+            "description": request.description,
+            "updated_at": stamp,
+            "updated_by": principal.user_id,
+        }
+        if current["script"] == request.script and current.get("description") == request.description:
+            return flow_from(current), False  # an identical PUT is not a new version
+        try:
+            return flow_from(self.store.replace_flow(current, changes)), False
+        except StaleVersion as exc:
+            raise Conflict("the flow was changed by another request at the same time; retry") from exc
+
+    def get_flow(self, principal: Principal, wsid: str, name: str) -> Flow:
+        self.workspaces.authorize_workspace(principal, wsid)
+        item = self.store.get_flow(wsid, name)
+        if item is None:
+            raise NotFound(f"flow '{name}' not found")
+        return flow_from(item)
+
+    def list_flows(
+        self, principal: Principal, wsid: str, limit: int, cursor: str | None
+    ) -> tuple[list[FlowSummary], str | None]:
+        self.workspaces.authorize_workspace(principal, wsid)
+        page = self.store.list_flows(wsid, limit, cursor)
+        return [flow_summary(i) for i in page.items], page.next
+
+    def delete_flow(self, principal: Principal, wsid: str, name: str) -> None:
+        self.workspaces.authorize_workspace(principal, wsid)
+        if self.store.get_flow(wsid, name) is None:
+            raise NotFound(f"flow '{name}' not found")
+        self.store.delete_flow(wsid, name)
+
+    # ---- executions ----
+    def start_execution(self, principal: Principal, wsid: str, request: StartExecutionRequest) -> Execution:
+        """A pending execution of the flow's current script, handed to the runner."""
+        self.workspaces.authorize_workspace(principal, wsid)
+        flow = self.store.get_flow(wsid, request.flow)
+        if flow is None:
+            raise NotFound(f"flow '{request.flow}' not found")
+        item = new_execution(
+            wsid,
+            ExecutionType.FLOW,
+            principal.user_id,
+            flow=flow["name"],
+            flow_id=flow["id"],
+            flow_version=flow["version"],
+            script=flow["script"],
+            inputs=request.inputs,
+            input_sources=dict.fromkeys(request.inputs, "call"),
+        )
+        return self._enqueue(item)
+
+    def start_connection(
+        self, principal: Principal, wsid: str, connector: Mapping[str, Any], inputs: Mapping[str, Any]
+    ) -> Execution:
+        """A pending connection execution of a stored connector (the connectors context checked it exists).
+
+        Only the call's inputs are stored now; the runner adds the connector's value and vault secrets
+        (redacted) when it runs.
+        """
+        self.workspaces.authorize_workspace(principal, wsid)
+        item = new_execution(
+            wsid,
+            ExecutionType.CONNECTION,
+            principal.user_id,
+            connector=connector["name"],
+            connector_type=connector["type"],
+            inputs=dict(inputs),
+            input_sources=dict.fromkeys(inputs, "call"),
+        )
+        return self._enqueue(item)
+
+    def _enqueue(self, item: dict[str, Any]) -> Execution:
+        self.store.create_execution(item)
+        self.queue.send(item["id"], item["workspace_id"])
+        return execution_from(item)
+
+    def _execution_item(self, principal: Principal, wsid: str, eid: str) -> dict[str, Any]:
+        self.workspaces.authorize_workspace(principal, wsid)
+        item = self.store.get_execution(eid)
+        if item is None or item["workspace_id"] != wsid:
+            raise NotFound("execution not found")
+        return item
+
+    def get_execution(self, principal: Principal, wsid: str, eid: str) -> Execution:
+        return execution_from(self._execution_item(principal, wsid, eid))
+
+    def list_executions(
+        self, principal: Principal, wsid: str, limit: int, cursor: str | None
+    ) -> tuple[list[ExecutionSummary], str | None]:
+        self.workspaces.authorize_workspace(principal, wsid)
+        page = self.store.list_executions(wsid, limit, cursor)
+        return [execution_summary(i) for i in page.items], page.next
+
+    def cancel_execution(self, principal: Principal, wsid: str, eid: str) -> Execution:
+        """Cancel a pending or running execution; cancelling a cancelled one again answers it as it is."""
+        item = self._execution_item(principal, wsid, eid)
+        done = self.store.transition(
+            eid,
+            ExecutionStatus.CANCELLED,
+            allowed_from=ACTIVE,
+            ended_at=iso(now()),
+            message=f"cancelled by {principal.username}",
+        )
+        if done is not None:
+            return execution_from(done)
+        current = self.store.get_execution(eid) or item
+        if current["status"] == ExecutionStatus.CANCELLED:
+            return execution_from(current)
+        raise Conflict(f"the execution already ended with status {current['status']}")

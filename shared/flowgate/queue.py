@@ -1,0 +1,27 @@
+"""SQS adapter: hands execution ids to the runner function."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+
+@functools.cache
+def _client() -> SQSClient:
+    import boto3
+
+    return boto3.client("sqs")
+
+
+class ExecutionQueue:
+    def __init__(self, url: str, client: SQSClient | None = None) -> None:
+        self.url = url
+        self._injected = client
+
+    def send(self, execution_id: str, workspace_id: str) -> None:
+        body = json.dumps({"version": 1, "execution_id": execution_id, "workspace_id": workspace_id})
+        (self._injected or _client()).send_message(QueueUrl=self.url, MessageBody=body)

@@ -1,0 +1,168 @@
+"""The flows function against moto: versioned flows, queued executions, cancel, tenancy, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+
+from tests.handler.conftest import Api, Tenant, load_function
+
+A = "/api/latest"
+SCRIPT = "import flow_api\n\ndef handler(system, this, inputs):\n    return this.success('hi')\n"
+
+
+@pytest.fixture
+def queue_url(aws: str) -> str:
+    return os.environ["EXECUTION_QUEUE_URL"]
+
+
+@pytest.fixture
+def flows_api(api: Api, queue_url: str) -> Api:
+    return Api(load_function("flows"), "flows")
+
+
+def _queued(url: str) -> list[dict]:
+    raw = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in raw]
+
+
+def test_flows_are_created_versioned_and_listed(flows_api: Api, tenants: tuple[Tenant, Tenant]):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows/hello"
+    first = flows_api.call("PUT", path, {"script": SCRIPT}, token=a.admin_token)
+    assert first.status == 201
+    assert (first.body["version"], first.body["name"]) == (1, "hello")
+    same = flows_api.call("PUT", path, {"script": SCRIPT}, token=a.admin_token)
+    assert same.status == 200
+    assert same.body["version"] == 1  # identical content is no new version
+    changed = flows_api.call(
+        "PUT", path, {"script": SCRIPT + "# v2\n", "description": "d"}, token=a.admin_token
+    )
+    assert (changed.status, changed.body["version"], changed.body["id"]) == (200, 2, first.body["id"])
+    listed = flows_api.call("GET", f"{A}/workspaces/{a.workspace_id}/flows", token=a.admin_token).body[
+        "items"
+    ]
+    assert [(f["name"], f["version"]) for f in listed] == [("hello", 2)]
+    assert flows_api.call("DELETE", path, token=a.admin_token).status == 204
+    assert flows_api.call("GET", path, token=a.admin_token).status == 404
+
+
+@pytest.mark.parametrize(
+    ("script", "needle"),
+    [
+        ("def handler(system, this):\n    return (\n", "line 2"),
+        ("import flow_api\nx = 1\n", "handler"),
+    ],
+)
+def test_bad_scripts_are_refused_on_save(flows_api: Api, tenants, script, needle):
+    a, _ = tenants
+    answer = flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/bad", {"script": script}, token=a.admin_token
+    )
+    assert answer.status == 400
+    assert needle in answer.body["error"]["message"]
+    assert (
+        flows_api.call("GET", f"{A}/workspaces/{a.workspace_id}/flows/bad", token=a.admin_token).status == 404
+    )
+
+
+@pytest.mark.parametrize("name", ["with space", "a/b", "x" * 129, "ünïcode"])
+def test_flow_names_are_checked(flows_api: Api, tenants, name):
+    a, _ = tenants
+    answer = flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/{name}", {"script": SCRIPT}, token=a.admin_token
+    )
+    assert answer.status in (400, 404)
+
+
+def test_an_execution_is_queued_with_the_script_it_will_run(flows_api: Api, tenants, queue_url: str):
+    a, _ = tenants
+    flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/hello", {"script": SCRIPT}, token=a.admin_token
+    )
+    started = flows_api.call(
+        "POST",
+        f"{A}/workspaces/{a.workspace_id}/executions",
+        {"flow": "hello", "inputs": {"n": 1.5, "who": "x"}},
+        token=a.admin_token,
+    )
+    assert started.status == 202
+    body = started.body
+    assert (body["status"], body["type"], body["flow"], body["script"]) == (
+        "pending",
+        "flow",
+        "hello",
+        SCRIPT,
+    )
+    assert body["inputs"] == {"n": 1.5, "who": "x"}
+    assert body["input_sources"] == {"n": "call", "who": "call"}
+    assert body["started_by"] == a.admin_id
+    assert _queued(queue_url) == [{"version": 1, "execution_id": body["id"], "workspace_id": a.workspace_id}]
+    read = flows_api.call(
+        "GET", f"{A}/workspaces/{a.workspace_id}/executions/{body['id']}", token=a.admin_token
+    )
+    assert read.body == body
+    listed = flows_api.call("GET", f"{A}/workspaces/{a.workspace_id}/executions", token=a.admin_token).body
+    assert [e["id"] for e in listed["items"]] == [body["id"]]
+
+
+def test_unknown_flow_and_bad_bodies(flows_api: Api, tenants, queue_url: str):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/executions"
+    assert flows_api.call("POST", path, {"flow": "nope"}, token=a.admin_token).status == 404
+    assert flows_api.call("POST", path, {"flow": "x", "inputs": [1]}, token=a.admin_token).status == 400
+    assert flows_api.call("POST", path, {"flow": "x", "status": "success"}, token=a.admin_token).status == 400
+    assert _queued(queue_url) == []
+
+
+def test_cancel_is_idempotent_and_final(flows_api: Api, tenants, queue_url: str):
+    a, _ = tenants
+    flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/hello", {"script": SCRIPT}, token=a.admin_token
+    )
+    eid = flows_api.call(
+        "POST", f"{A}/workspaces/{a.workspace_id}/executions", {"flow": "hello"}, token=a.admin_token
+    ).body["id"]
+    path = f"{A}/workspaces/{a.workspace_id}/executions/{eid}/cancel"
+    first = flows_api.call("POST", path, token=a.admin_token)
+    assert (first.status, first.body["status"]) == (200, "cancelled")
+    again = flows_api.call("POST", path, token=a.admin_token)
+    assert (again.status, again.body["status"]) == (200, "cancelled")
+
+
+def test_another_contract_sees_no_flows_or_executions(flows_api: Api, tenants, queue_url: str):
+    a, b = tenants
+    ws = a.workspace_id
+    flows_api.call("PUT", f"{A}/workspaces/{ws}/flows/hello", {"script": SCRIPT}, token=a.admin_token)
+    eid = flows_api.call(
+        "POST", f"{A}/workspaces/{ws}/executions", {"flow": "hello"}, token=a.admin_token
+    ).body["id"]
+    probes = [
+        ("PUT", f"{A}/workspaces/{ws}/flows/hello", {"script": SCRIPT + "#evil\n"}),
+        ("GET", f"{A}/workspaces/{ws}/flows/hello", None),
+        ("DELETE", f"{A}/workspaces/{ws}/flows/hello", None),
+        ("GET", f"{A}/workspaces/{ws}/flows", None),
+        ("POST", f"{A}/workspaces/{ws}/executions", {"flow": "hello"}),
+        ("GET", f"{A}/workspaces/{ws}/executions", None),
+        ("GET", f"{A}/workspaces/{ws}/executions/{eid}", None),
+        ("POST", f"{A}/workspaces/{ws}/executions/{eid}/cancel", None),
+        # an execution id of A read through B's own workspace is not found either
+        ("GET", f"{A}/workspaces/{b.workspace_id}/executions/{eid}", None),
+    ]
+    for method, path, body in probes:
+        answer = flows_api.call(method, path, body, token=b.admin_token)
+        assert answer.status == 404, (method, path, answer.body)
+    assert flows_api.call("GET", f"{A}/workspaces/{ws}/flows/hello", token=a.admin_token).body["version"] == 1
+    status = flows_api.call("GET", f"{A}/workspaces/{ws}/executions/{eid}", token=a.admin_token).body[
+        "status"
+    ]
+    assert status == "pending"
+
+
+def test_members_without_workspace_access_are_403(flows_api: Api, tenants, queue_url: str):
+    a, _ = tenants
+    answer = flows_api.call("GET", f"{A}/workspaces/{a.workspace_id}/flows", token=a.member_token)
+    assert answer.status == 403
