@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 export PARAMETER_OVERRIDES
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format typecheck validate unit handler e2e bench build smoke clean
+.PHONY: run test lint format typecheck validate unit handler e2e bench build openapi smoke clean
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(VENV)/.installed
 ## build: sam build without containers (layers and functions carry precompiled bytecode)
 build: $(SAM_VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+
+## openapi: renew shared/flowgate/openapi.json from the functions' resolvers (a unit test checks it)
+openapi: $(VENV)/.installed
+	$(PY) -m devstack.openapi --write
 
 ## smoke: the shared contract check against `make run`
 smoke: $(VENV)/.installed

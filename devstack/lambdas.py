@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from devstack.model import FunctionSpec
@@ -124,26 +125,33 @@ class FunctionPool:
             return self._loads_started - 1
 
     def _load(self, number: int) -> FunctionInstance:
-        module_path, _, function_name = self.spec.handler.rpartition(".")
-        path = self.spec.code_uri.joinpath(*module_path.split(".")).with_suffix(".py")
         # The short random part keeps names unique when a process loads the same function twice (tests).
         module_name = f"devstack_fn_{self.spec.logical_id}_{number}_{uuid.uuid4().hex[:6]}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        if module_spec is None or module_spec.loader is None or not path.is_file():
-            raise ImportError(f"{self.spec.logical_id}: handler module {path} not found")
-        module = importlib.util.module_from_spec(module_spec)
-        # Registered before running so that dataclasses/pydantic can find the module by name.
-        sys.modules[module_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
+        module = load_handler_module(self.spec, module_name)
+        function_name = self.spec.handler.rpartition(".")[2]
         handler = getattr(module, function_name, None)
         if not callable(handler):
-            raise ImportError(f"{self.spec.logical_id}: {path} has no function {function_name!r}")
+            raise ImportError(f"{self.spec.logical_id}: {module.__file__} has no function {function_name!r}")
         log.info("%s: loaded handler instance %s", self.spec.logical_id, module_name)
         return FunctionInstance(module_name, handler)
+
+
+def load_handler_module(spec: FunctionSpec, module_name: str) -> ModuleType:
+    """Import a function's handler module from its CodeUri by file path, under `module_name`."""
+    module_path = spec.handler.rpartition(".")[0]
+    path = spec.code_uri.joinpath(*module_path.split(".")).with_suffix(".py")
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None or not path.is_file():
+        raise ImportError(f"{spec.logical_id}: handler module {path} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before running so that dataclasses/pydantic can find the module by name.
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 class FunctionRuntime:

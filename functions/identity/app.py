@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from flowgate import cfn, identity
-from flowgate.http import API_ROOT, Listing, create_app, created, entry, if_match
+from flowgate.http import API_ROOT, Listing, create_app, created, entry, if_match, openapi_document
 from flowgate.identity.models import (
     ApiToken,
     Contract,
@@ -55,17 +55,7 @@ def health() -> dict[str, str]:
 
 @app.get(f"{API_ROOT}/openapi.json", include_in_schema=False)
 def openapi() -> Response[str]:
-    document = app.get_openapi_json_schema(
-        title="Flowgate API",
-        version="latest",
-        summary="Native API of the Flowgate automation platform",
-        security_schemes={
-            "bearer": {"type": "http", "scheme": "bearer"},  # type: ignore[dict-item]
-            "basic": {"type": "http", "scheme": "basic"},  # type: ignore[dict-item]
-        },
-        security=[{"bearer": []}, {"basic": []}],
-    )
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_document())
 
 
 @app.post(f"{API_ROOT}/auth/login", tags=["auth"])

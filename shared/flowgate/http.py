@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
 from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -136,6 +138,12 @@ def entry(
         return result
 
     return handler
+
+
+@functools.cache
+def openapi_document() -> str:
+    """The whole API's OpenAPI document, produced from the resolvers by `make openapi` (devstack.openapi)."""
+    return resources.files("flowgate").joinpath("openapi.json").read_text()
 
 
 def if_match(app: APIGatewayRestResolver) -> int | None:

@@ -169,19 +169,28 @@ def test_a_second_stack_runs_beside_with_a_generated_admin(stack: Stack, tmp_pat
         other.stop()
 
 
-def test_the_readme_curl_session_runs_verbatim(stack: Stack):
-    """The README's copy-paste session, run by bash against this stack (only the port differs)."""
+def test_the_readme_sessions_run_verbatim(stack: Stack):
+    """The README's copy-paste sessions, run by bash against this stack (only the port differs)."""
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- e2e: readme-session -->\s*```bash\n(.*?)```", readme, re.S)
-    assert match, "README.md lost its marked curl session"
-    script = match.group(1).replace("http://127.0.0.1:3000", stack.base)
+    blocks = [
+        re.search(rf"<!-- e2e: {name} -->\s*```bash\n(.*?)```", readme, re.S)
+        for name in ("readme-session", "readme-flows")
+    ]
+    assert all(blocks), "README.md lost a marked session"
+    script = "\n".join(b.group(1) for b in blocks if b).replace("http://127.0.0.1:3000", stack.base)
     script = script.replace("admin-password-change-me", ADMIN[1]).replace(
         "ADMIN_USER=admin", f"ADMIN_USER={ADMIN[0]}"
     )
     suffix = uuid.uuid4().hex[:6]
     script = script.replace("acme", f"acme-{suffix}").replace("alice", f"alice-{suffix}")
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120, check=False
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=180, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert '"kind":"limited"' in done.stdout.replace(" ", "")
+    out = done.stdout.replace(" ", "")
+    assert '"kind":"limited"' in out
+    assert '"status":"success"' in out
+    assert '"status_code":200' in out
+    assert '"headers":"vault"' in out
+    assert '"headers":"***"' in out
+    assert "not-a-real-key" not in done.stdout
