@@ -51,9 +51,13 @@ Benchmark = Callable[[Options], list[Row]]
 
 def _registry() -> dict[str, Benchmark]:
     """Every benchmark, by name, in run order. Add new ones here."""
-    from benchmarks import import_time
+    from benchmarks import executions, import_time, runtime_overhead
 
-    return {"import_time": import_time.run}
+    return {
+        "import_time": import_time.run,
+        "runtime_overhead": runtime_overhead.run,
+        "executions": executions.run,
+    }
 
 
 def _format_table(name: str, rows: Sequence[Row]) -> str:

@@ -21,6 +21,9 @@ class Settings(BaseModel):
     execution_queue_url: str = ""
     flow_time_limit_seconds: int = Field(default=60, ge=1, le=840)
     flow_memory_mb: int = Field(default=256, ge=64, le=4096)
+    approval_timeout_seconds: int = Field(default=86400, ge=1)
+    approval_state_machine_arn: str = ""
+    webhook_secret_id: str = ""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -34,6 +37,9 @@ class Settings(BaseModel):
             execution_queue_url=environ.get("EXECUTION_QUEUE_URL", ""),
             flow_time_limit_seconds=int(environ.get("FLOW_TIME_LIMIT_SECONDS", "60")),
             flow_memory_mb=int(environ.get("FLOW_MEMORY_MB", "256")),
+            approval_timeout_seconds=int(environ.get("APPROVAL_TIMEOUT_SECONDS", "86400")),
+            approval_state_machine_arn=environ.get("APPROVAL_STATE_MACHINE_ARN", ""),
+            webhook_secret_id=environ.get("WEBHOOK_SECRET_ID", ""),
         )
 
 

@@ -194,7 +194,7 @@ class Table:
         cursor: str | None = None,
         newest_first: bool = False,
     ) -> Page:
-        pk_name, sk_name = ("GSI1PK", "GSI1SK") if index == "GSI1" else ("PK", "SK")
+        pk_name, sk_name = (f"{index}PK", f"{index}SK") if index else ("PK", "SK")
         expression = "#pk = :pk"
         names = {"#pk": pk_name}
         values: dict[str, Any] = {":pk": pk_value}

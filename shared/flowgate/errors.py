@@ -36,6 +36,10 @@ class Conflict(FlowgateError):
     status, code = 409, "conflict"
 
 
+class Gone(FlowgateError):
+    status, code = 410, "gone"
+
+
 class PreconditionFailed(FlowgateError):
     status, code = 412, "precondition_failed"
 
