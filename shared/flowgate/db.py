@@ -113,6 +113,17 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     return _to_wire(raw)
 
 
+def _sort_key_range(sk_from: str | None, sk_to: str | None) -> str:
+    """The sort-key part of a key condition for inclusive bounds (`:sk_from`, `:sk_to`)."""
+    if sk_from is not None and sk_to is not None:
+        return " AND #sk BETWEEN :sk_from AND :sk_to"
+    if sk_from is not None:
+        return " AND #sk >= :sk_from"
+    if sk_to is not None:
+        return " AND #sk <= :sk_to"
+    return ""
+
+
 class StaleVersion(Conflict):
     """An optimistic-lock write found a newer version than the one it read."""
 
@@ -222,6 +233,70 @@ class Table:
                 raise BadRequest("invalid cursor", code="invalid_cursor") from exc
             raise
         return Page([_from_wire(i) for i in raw.get("Items", [])], encode_cursor(raw.get("LastEvaluatedKey")))
+
+    def query_range(
+        self,
+        pk_value: str,
+        *,
+        index: str | None = None,
+        sk_from: str | None = None,
+        sk_to: str | None = None,
+        filter_expression: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
+        max_reads: int = 10,
+    ) -> Page:
+        """Query one partition with an optional sort-key range (inclusive bounds) and a filter.
+
+        DynamoDB applies `Limit` before the filter, so one read may return fewer items than asked for
+        while more match further on: this reads on (at most `max_reads` round trips) until `limit`
+        items are found, and the cursor resumes right after the last item returned.
+        """
+        pk_name, sk_name = (f"{index}PK", f"{index}SK") if index else ("PK", "SK")
+        all_names = {"#pk": pk_name, **(names or {})}
+        all_values: dict[str, Any] = {":pk": pk_value, **(values or {})}
+        bounds = {":sk_from": sk_from, ":sk_to": sk_to}
+        all_values.update({k: v for k, v in bounds.items() if v is not None})
+        if sk_from is not None or sk_to is not None:
+            all_names["#sk"] = sk_name
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": "#pk = :pk" + _sort_key_range(sk_from, sk_to),
+            "ExpressionAttributeNames": all_names,
+            "ExpressionAttributeValues": _to_wire(all_values),
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if index:
+            kwargs["IndexName"] = index
+        if filter_expression:
+            kwargs["FilterExpression"] = filter_expression
+        key_names = ["PK", "SK", *([pk_name, sk_name] if index else [])]
+        start = decode_cursor(cursor)
+        found: list[Item] = []
+        for _ in range(max_reads):
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            try:
+                raw = self.client.query(**kwargs)
+            except self.client.exceptions.ClientError as exc:
+                if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
+                    raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+                raise
+            items = [_from_wire(i) for i in raw.get("Items", [])]
+            start = raw.get("LastEvaluatedKey")
+            for position, item in enumerate(items, 1):
+                found.append(item)
+                if len(found) == limit:
+                    more = position < len(items) or bool(start)
+                    last = _to_wire({k: item[k] for k in key_names})
+                    return Page(found, encode_cursor(last) if more else None)
+            if not start:
+                return Page(found, None)
+        return Page(found, encode_cursor(start))
 
     def transact(self, writes: Sequence[Write]) -> None:
         """All writes or none; a failed condition raises Conflict with that write's message."""

@@ -67,6 +67,12 @@ def _describe(errors: Sequence[Any]) -> tuple[str, str]:
     return code, "; ".join(parts) or "invalid request"
 
 
+def invalid_body(errors: Sequence[Any]) -> BadRequest:
+    """A pydantic ValidationError of a body validated by hand, as the same 400 the resolver gives."""
+    code, message = _describe([{**e, "loc": ("body", *e.get("loc", ()))} for e in errors])
+    return BadRequest(message, code=code)
+
+
 def create_app() -> APIGatewayRestResolver:
     """A REST resolver with request validation (pydantic) and the platform's error mapping."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -98,7 +104,9 @@ def create_app() -> APIGatewayRestResolver:
     return app
 
 
-def _check_body(event: Mapping[str, Any], max_body: int) -> None:
+def _check_body(
+    event: Mapping[str, Any], max_body: int, text_resources: frozenset[str] = frozenset()
+) -> None:
     body = event.get("body")
     if not body:
         return
@@ -110,18 +118,26 @@ def _check_body(event: Mapping[str, Any], max_body: int) -> None:
     if event.get("isBase64Encoded"):
         raise UnsupportedMediaType("binary bodies are not accepted; send application/json")
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        if content_type == "text/plain" and event.get("resource") in text_resources:
+            return
         raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
 
 
 def entry(
-    app: APIGatewayRestResolver, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    app: APIGatewayRestResolver,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    text_resources: frozenset[str] = frozenset(),
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda handler for a resolver: correlation id, body guards, then routing."""
+    """The Lambda handler for a resolver: correlation id, body guards, then routing.
+
+    `text_resources` are the route templates that also take a text/plain body (e.g. a decision message).
+    """
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
-            _check_body(event, max_body_bytes)
+            _check_body(event, max_body_bytes, text_resources)
         except FlowgateError as exc:
             logger.info("request refused", extra={"status": exc.status, "code": exc.code})
             result: dict[str, Any] = {

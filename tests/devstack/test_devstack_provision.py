@@ -30,7 +30,7 @@ def test_project_table_has_its_index_and_ttl(repo_template_path: Path) -> None:
     dynamodb = boto3.client("dynamodb")
     table = dynamodb.describe_table(TableName=physical["Table"].ref)["Table"]
     assert [key["AttributeName"] for key in table["KeySchema"]] == ["PK", "SK"]
-    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["GSI1"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["GSI1", "GSI2"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     ttl = dynamodb.describe_time_to_live(TableName=physical["Table"].ref)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")

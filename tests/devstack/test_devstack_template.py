@@ -241,7 +241,7 @@ def test_the_project_template_loads(repo_template_path: Path) -> None:
     template = load_template(repo_template_path, "LimitedWorkspaceMaxRuntime=5")
     assert template.parameters["LimitedWorkspaceMaxRuntime"] == "5"
     (table,) = template.tables()
-    assert [index["IndexName"] for index in table.global_secondary_indexes] == ["GSI1"]
+    assert [index["IndexName"] for index in table.global_secondary_indexes] == ["GSI1", "GSI2"]
     assert table.ttl_attribute == "ttl"
     functions = {spec.logical_id: spec for spec in template.functions()}
     identity = functions["IdentityFunction"]

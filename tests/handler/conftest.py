@@ -22,7 +22,7 @@ from moto import mock_aws
 from devstack.environment import function_environment
 from devstack.provision import AwsClients, provision
 from devstack.template import load_template
-from flowgate import config, connectors, db, flows, identity, queue, secrets
+from flowgate import config, connectors, db, flows, identity, queue, secrets, workflow
 from tests.conftest import ROOT
 
 ADMIN = ("platform-admin", "platform-admin-password")
@@ -43,6 +43,8 @@ def _clear_caches() -> None:
         flows.execution_runner,
         connectors.service,
         connectors.run_context,
+        workflow.store,
+        workflow.service,
     ):
         cached.cache_clear()
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from flowgate.connectors.values import MAX_VALUE_BYTES
+from flowgate.flows.models import NAME_PATTERN  # one rule for every workspace artifact name
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 NAME = re.compile(NAME_PATTERN)
 ArtifactName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 # Secrets Manager stores at most 64 KiB per secret string.
@@ -72,7 +72,7 @@ class PutSecretRequest(BaseModel):
 
     model_config = STRICT
 
-    value: dict[str, Any]
+    value: dict[str, Any] = Field(repr=False)  # never in a log line, not even powertools' debug ones
 
     @field_validator("value")
     @classmethod

@@ -36,4 +36,11 @@ def execution_runner() -> Runner:
     from flowgate import connectors
     from flowgate.flows.runner import Runner, RunnerConfig
 
-    return Runner(store(), connectors.service(), RunnerConfig.from_settings(get_settings()))
+    return Runner(store(), connectors.service(), RunnerConfig.from_settings(get_settings()), _task_done)
+
+
+def _task_done(task_id: str, success: bool, message: str | None) -> None:
+    """An operation task's jobs ended: the workflow context records the outcome on the task."""
+    from flowgate import workflow
+
+    workflow.service().jobs_finished(task_id, success, message)

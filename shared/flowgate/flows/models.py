@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-# A flow's script is Python source; 256 KiB is far beyond any sane flow and well inside DynamoDB's item limit.
-MAX_SCRIPT_BYTES = 256 * 1024
-FlowName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
+# An execution is one DynamoDB item (400 KB at most) holding the script it ran, its inputs, outputs and log,
+# so each has a share: script 128 KiB, inputs 64 KiB, outputs 64 KiB, log 64 KiB.
+MAX_SCRIPT_BYTES = 128 * 1024
+MAX_INPUT_BYTES = 64 * 1024
+# Names of workspace artifacts; no leading dot, so "." and ".." can never be a path segment.
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+FlowName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 STRICT = ConfigDict(extra="forbid")
 
 
@@ -73,6 +78,7 @@ class Execution(BaseModel):
     log_truncated: bool = False
     parent: str | None = None
     root: str | None = None
+    task_id: str | None = None  # the operation request task whose jobs this execution runs
     started_by: str
     created_at: str
     started_at: str | None = None
@@ -102,12 +108,22 @@ class PutFlowRequest(BaseModel):
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 
+def _small(inputs: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(inputs))
+    if size > MAX_INPUT_BYTES:
+        raise ValueError(f"inputs are {size} bytes as JSON; at most {MAX_INPUT_BYTES} are accepted")
+    return inputs
+
+
+Inputs = Annotated[dict[str, Any], AfterValidator(_small)]
+
+
 class StartExecutionRequest(BaseModel):
     model_config = STRICT
     flow: FlowName
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)
 
 
 class RunConnectorRequest(BaseModel):
     model_config = STRICT
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict)

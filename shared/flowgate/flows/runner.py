@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowgate import sandbox
@@ -33,8 +34,16 @@ if TYPE_CHECKING:
 MAX_CHILDREN = 100
 MAX_DEPTH = 5
 CANCEL_POLL_SECONDS = 1.0
+# Past its time limit plus this, a running execution's runner is taken to have died.
+LEASE_MARGIN_SECONDS = 120.0
+
+
+class StillRunning(Exception):
+    """A duplicate queue delivery found the execution still running; the queue retries it later."""
+
+
 # An execution is one DynamoDB item (400 KB at most) that also holds its script, inputs and log.
-MAX_OUTPUT_BYTES = 128 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,22 @@ class RunnerConfig:
         return cls(limits, RunContext.from_settings(settings))
 
 
+TaskHook = Callable[[str, bool, str | None], None]
+
+
 class Runner:
-    def __init__(self, store: FlowStore, connectors: ConnectorService, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        store: FlowStore,
+        connectors: ConnectorService,
+        config: RunnerConfig,
+        on_task_done: TaskHook | None = None,
+    ) -> None:
         self.store = store
         self.connectors = connectors
         self.config = config
+        # Told when an execution that runs an operation task's jobs has ended (the workflow context).
+        self.on_task_done = on_task_done
 
     def handle(self, execution_id: str) -> None:
         """Run a queued execution once, however often the queue delivers it."""
@@ -66,13 +86,27 @@ class Runner:
             logger.warning("queued execution does not exist", extra={"execution_id": execution_id})
             return
         status = ExecutionStatus(item["status"])
+        if status.final:
+            self._report_task(item)  # e.g. cancelled before it ran: the task must still end
+            return
         if status in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING):
-            # Delivered again after the invocation that ran it died: it will not finish by itself.
+            if not self._runner_lost(item):
+                # A duplicate delivery while the first run goes on: the queue brings it back later,
+                # when it can tell whether that run ended or died.
+                raise StillRunning(f"execution {execution_id} is still running")
             self._finish(
                 execution_id, ExecutionStatus.ERROR, message="the runner stopped before the execution ended"
             )
             return
         self.run_claimed(execution_id)
+
+    def _runner_lost(self, item: Mapping[str, Any]) -> bool:
+        """No run lasts longer than its time limit (children included), so one older than that died."""
+        started = item.get("started_at")
+        if not started:
+            return True
+        age = (now() - datetime.fromisoformat(str(started).replace("Z", "+00:00"))).total_seconds()
+        return age > self.config.limits.wall_seconds + LEASE_MARGIN_SECONDS
 
     def run_claimed(self, execution_id: str) -> None:
         """Claim a pending execution (pending -> running) and run it; a lost claim means someone else did."""
@@ -158,9 +192,13 @@ class Runner:
             "duration_ms": result.duration_ms,
         }
         size = len(json.dumps(result.outputs))
-        if size > MAX_OUTPUT_BYTES and status == ExecutionStatus.SUCCESS:
-            status, fields["outputs"] = ExecutionStatus.ERROR, {}
-            result.message = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+        if size > MAX_OUTPUT_BYTES:  # whatever the status: the item could not be written otherwise
+            fields["outputs"] = {}
+            note = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+            if status == ExecutionStatus.SUCCESS:
+                status, result.message = ExecutionStatus.ERROR, note
+            else:
+                result.message = f"{result.message} ({note})"
         if result.message is not None:
             fields["message"] = result.message
         if status == ExecutionStatus.CANCELLED:
@@ -178,6 +216,13 @@ class Runner:
         )
         if done is None:  # cancelled meanwhile: keep what it produced, not a different status
             self.store.record(eid, **{k: v for k, v in fields.items() if k != "message"})
+            done = self.store.get_execution(eid)
+        if done is not None:
+            self._report_task(done)
+
+    def _report_task(self, item: Mapping[str, Any]) -> None:
+        if item.get("task_id") and self.on_task_done is not None:
+            self.on_task_done(item["task_id"], item["status"] == ExecutionStatus.SUCCESS, item.get("message"))
 
 
 class ScriptCalls:

@@ -160,6 +160,27 @@ class FlowService:
         )
         return self._enqueue(item)
 
+    def start_for_task(
+        self, *, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str, task_id: str
+    ) -> str:
+        """Queue the bound flow for an approved (or unheld) operation task; the runner reports its end."""
+        found = self.store.get_flow(workspace_id, flow)
+        if found is None:
+            raise NotFound(f"flow '{flow}' not found")
+        item = new_execution(
+            workspace_id,
+            ExecutionType.FLOW,
+            started_by,
+            flow=found["name"],
+            flow_id=found["id"],
+            flow_version=found["version"],
+            script=found["script"],
+            inputs=dict(inputs),
+            input_sources=dict.fromkeys(inputs, "call"),
+            task_id=task_id,
+        )
+        return self._enqueue(item).id
+
     def _enqueue(self, item: dict[str, Any]) -> Execution:
         self.store.create_execution(item)
         self.queue.send(item["id"], item["workspace_id"])

@@ -113,14 +113,14 @@ class ApiToken(BaseModel):
 
 
 class LoginResponse(BaseModel):
-    token: str
+    token: str = Field(repr=False)
     expires_at: str | None
 
 
 class IssuedToken(BaseModel):
     """Returned once when a token is created; the platform stores only its hash."""
 
-    token: str
+    token: str = Field(repr=False)
     expires_at: str | None
     id: str | None = None
     name: str | None = None
@@ -132,7 +132,7 @@ class IssuedToken(BaseModel):
 class LoginRequest(BaseModel):
     model_config = STRICT
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(repr=False)
 
 
 class CreateApiTokenRequest(BaseModel):
@@ -155,7 +155,7 @@ class UpdateContractRequest(BaseModel):
 class CreateMemberRequest(BaseModel):
     model_config = STRICT
     username: Username
-    password: Password
+    password: Password = Field(repr=False)
     role: Role = Role.MEMBER
     privileges: list[Privilege] = Field(default_factory=list)
 
@@ -169,7 +169,7 @@ class UpdateMemberRequest(BaseModel):
     model_config = STRICT
     role: Role | None = None
     privileges: list[Privilege] | None = None
-    password: Password | None = None
+    password: Password | None = Field(default=None, repr=False)
 
     @field_validator("privileges")
     @classmethod

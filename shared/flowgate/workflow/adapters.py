@@ -1,0 +1,74 @@
+"""AWS adapters behind the workflow context's ports: the Step Functions hold and the jobs' flow run.
+
+The hold is one named state machine execution per task (the name is the task id, so a retried start
+is recognised), paused on an SQS task token. Releasing sends the one token call; a token that was
+already used answers InvalidToken on moto and TaskTimedOut on AWS, and both mean "already released".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from flowgate.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from flowgate.flows.service import FlowService
+
+ALREADY_RELEASED = ("InvalidToken", "TaskTimedOut", "TaskDoesNotExist")
+
+
+@functools.cache
+def _client() -> SFNClient:
+    import boto3
+
+    return boto3.client("stepfunctions")
+
+
+class StepFunctionsHolds:
+    def __init__(self, state_machine_arn: str, client: SFNClient | None = None) -> None:
+        self.state_machine_arn = state_machine_arn
+        self._injected = client
+
+    @property
+    def client(self) -> SFNClient:
+        return self._injected or _client()
+
+    def hold(self, task_id: str, request_id: str, timeout_seconds: int) -> None:
+        payload = {"task_id": task_id, "request_id": request_id, "timeout_seconds": timeout_seconds}
+        try:
+            self.client.start_execution(
+                stateMachineArn=self.state_machine_arn, name=task_id, input=json.dumps(payload)
+            )
+        except self.client.exceptions.ExecutionAlreadyExists:
+            logger.info("the hold of this task already exists", extra={"task_id": task_id})
+
+    def release(self, token: str, decision: str) -> None:
+        try:
+            self.client.send_task_success(taskToken=token, output=json.dumps({"decision": decision}))
+        except self.client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ALREADY_RELEASED:
+                raise
+            logger.info("the hold was already released", extra={"code": code})
+
+
+class FlowJobs:
+    """Runs a task's jobs as an execution of the workspace's flow bound to the operation."""
+
+    def __init__(self, flows: FlowService) -> None:
+        self.flows = flows
+
+    def start(self, task: Any, flow: str) -> str:
+        dto = task.model_dump(mode="json") if hasattr(task, "model_dump") else dict(task)
+        inputs = {"task": {k: v for k, v in dto.items() if k != "links"}}
+        return self.flows.start_for_task(
+            workspace_id=str(getattr(task, "workspace_id", None) or dto.get("workspace_id")),
+            flow=flow,
+            inputs=inputs,
+            started_by=str(dto.get("userId")),
+            task_id=str(dto.get("taskId")),
+        )
