@@ -174,7 +174,7 @@ def test_the_readme_sessions_run_verbatim(stack: Stack):
     readme = (ROOT / "README.md").read_text()
     blocks = [
         re.search(rf"<!-- e2e: {name} -->\s*```bash\n(.*?)```", readme, re.S)
-        for name in ("readme-session", "readme-flows")
+        for name in ("readme-session", "readme-flows", "readme-workflow")
     ]
     assert all(blocks), "README.md lost a marked session"
     script = "\n".join(b.group(1) for b in blocks if b).replace("http://127.0.0.1:3000", stack.base)
@@ -194,3 +194,6 @@ def test_the_readme_sessions_run_verbatim(stack: Stack):
     assert '"headers":"vault"' in out
     assert '"headers":"***"' in out
     assert "not-a-real-key" not in done.stdout
+    assert '"state":"FINISHED_SUCCESSFULLY"' in out
+    assert '"workflow":"approvedbythechangeboard"' in out
+    assert '"state":"ON"' in out
