@@ -51,12 +51,14 @@ Benchmark = Callable[[Options], list[Row]]
 
 def _registry() -> dict[str, Benchmark]:
     """Every benchmark, by name, in run order. Add new ones here."""
-    from benchmarks import executions, import_time, runtime_overhead
+    from benchmarks import executions, import_time, pending_tasks, runtime_overhead, workflow_decisions
 
     return {
         "import_time": import_time.run,
         "runtime_overhead": runtime_overhead.run,
         "executions": executions.run,
+        "workflow_decisions": workflow_decisions.run,
+        "pending_tasks": pending_tasks.run,
     }
 
 

@@ -11,7 +11,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flowgate import flows, identity
+from flowgate import activation, flows, identity
+from flowgate.activation.models import FlowActivation, MessageStatus, QueuedMessage, StopRecord
 from flowgate.flows.models import (
     Execution,
     ExecutionSummary,
@@ -49,9 +50,53 @@ def list_flows(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Flo
     return Listing(items=items, next=nxt)
 
 
+class FlowView(Flow):
+    """A flow with its activation: status (inactive, active, stopped), when it stops, and why it did."""
+
+    status: str
+    activated_at: str | None = None
+    stops_at: str | None = None
+    seconds_left: int | None = None
+    warned_at: str | None = None
+    stop: StopRecord | None = None
+
+
 @app.get(f"{WS}/flows/<name>", tags=["flows"])
-def get_flow(ws: str, name: str) -> Flow:
-    return flows.service().get_flow(caller(), ws, name)
+def get_flow(ws: str, name: str) -> FlowView:
+    flow = flows.service().get_flow(caller(), ws, name)
+    state = activation.service().state_of(ws, name)
+    return FlowView(
+        **flow.model_dump(), **state.model_dump(include=set(FlowView.model_fields) - set(Flow.model_fields))
+    )
+
+
+@app.post(f"{WS}/flows/<name>/activate", tags=["active flows"])
+def activate_flow(ws: str, name: str) -> FlowActivation:
+    return activation.service().activate(caller(), ws, name)
+
+
+@app.post(f"{WS}/flows/<name>/deactivate", tags=["active flows"])
+def deactivate_flow(ws: str, name: str) -> FlowActivation:
+    return activation.service().deactivate(caller(), ws, name)
+
+
+@app.post(f"{WS}/flows/<name>/messages", tags=["active flows"])
+def post_message(ws: str, name: str, body: dict[str, Any]) -> Response[QueuedMessage]:
+    message = activation.service().post_message(caller(), ws, name, body)
+    return Response(
+        status_code=202,
+        content_type="application/json",
+        body=message,
+        headers={"Location": f"{API_ROOT}/workspaces/{ws}/flows/{name}/messages/{message.id}"},
+    )
+
+
+@app.get(f"{WS}/flows/<name>/messages", tags=["active flows"])
+def list_messages(
+    ws: str, name: str, status: MessageStatus | None = None, limit: Limit = 50, cursor: Cursor = None
+) -> Listing[QueuedMessage]:
+    items, nxt = activation.service().list_messages(caller(), ws, name, status, limit, cursor)
+    return Listing(items=items, next=nxt)
 
 
 @app.delete(f"{WS}/flows/<name>", tags=["flows"])

@@ -24,6 +24,8 @@ class Settings(BaseModel):
     approval_timeout_seconds: int = Field(default=86400, ge=1)
     approval_state_machine_arn: str = ""
     webhook_secret_id: str = ""
+    execution_retention_days_limited: int = Field(default=7, ge=1)
+    execution_retention_days_full: int = Field(default=90, ge=1)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -40,6 +42,8 @@ class Settings(BaseModel):
             approval_timeout_seconds=int(environ.get("APPROVAL_TIMEOUT_SECONDS", "86400")),
             approval_state_machine_arn=environ.get("APPROVAL_STATE_MACHINE_ARN", ""),
             webhook_secret_id=environ.get("WEBHOOK_SECRET_ID", ""),
+            execution_retention_days_limited=int(environ.get("EXECUTION_RETENTION_DAYS_LIMITED", "7")),
+            execution_retention_days_full=int(environ.get("EXECUTION_RETENTION_DAYS_FULL", "90")),
         )
 
 

@@ -14,8 +14,13 @@ import requests
 from devstack.launcher import StackProcess, start_stack
 
 ADMIN = ("e2e-admin", "e2e-admin-password-1")
-# Short limits so that the limit tests end quickly.
-OVERRIDES = "FlowTimeLimitSeconds=5 FlowMemoryLimitMb=256"
+# Short limits so that the limit tests end quickly: flows stop after MAX_RUNTIME seconds in limited
+# workspaces, with a warning halfway, and every schedule fires each second.
+MAX_RUNTIME = 8
+OVERRIDES = (
+    f"FlowTimeLimitSeconds=5 FlowMemoryLimitMb=256 LimitedWorkspaceMaxRuntime={MAX_RUNTIME} "
+    f"LimitedWorkspaceStopWarning={MAX_RUNTIME // 2}"
+)
 
 
 @dataclass
@@ -55,7 +60,11 @@ class Stack:
 
 def launch(tmp: Path, env: dict[str, str]) -> Stack:
     log = tmp / "stack.stderr.log"
-    process = start_stack(env=env, parameter_overrides=OVERRIDES, stderr=log.open("w"))
+    process = start_stack(
+        env={"FLOWGATE_LOCAL_SCHEDULE_SECONDS": "1", **env},
+        parameter_overrides=OVERRIDES,
+        stderr=log.open("w"),
+    )
     return Stack(process, log)
 
 

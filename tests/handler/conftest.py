@@ -22,7 +22,7 @@ from moto import mock_aws
 from devstack.environment import function_environment
 from devstack.provision import AwsClients, provision
 from devstack.template import load_template
-from flowgate import config, connectors, db, flows, identity, queue, secrets, workflow
+from flowgate import activation, config, connectors, db, flows, identity, queue, secrets, workflow
 from tests.conftest import ROOT
 
 ADMIN = ("platform-admin", "platform-admin-password")
@@ -45,6 +45,10 @@ def _clear_caches() -> None:
         connectors.run_context,
         workflow.store,
         workflow.service,
+        activation.settings,
+        activation.store,
+        activation.service,
+        activation.enforcer,
     ):
         cached.cache_clear()
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flowgate.config import get_settings
 from flowgate.db import Table
-from flowgate.flows.service import FlowService
+from flowgate.flows.service import FlowService, KindRetention
 from flowgate.flows.store import FlowStore
 
 if TYPE_CHECKING:
@@ -27,7 +27,15 @@ def service() -> FlowService:
     from flowgate import identity
     from flowgate.queue import ExecutionQueue
 
-    return FlowService(store(), identity.service(), ExecutionQueue(get_settings().execution_queue_url))
+    settings = get_settings()
+    retention = KindRetention(
+        {
+            "limited": settings.execution_retention_days_limited,
+            "full": settings.execution_retention_days_full,
+        },
+        lambda wsid: (identity.store().get_workspace(wsid) or {}).get("kind"),
+    )
+    return FlowService(store(), identity.service(), ExecutionQueue(settings.execution_queue_url), retention)
 
 
 @functools.cache

@@ -309,6 +309,7 @@ class ScriptCalls:
             inputs=inputs,
             input_sources=dict.fromkeys(inputs, "call"),
             depth=depth,
+            ttl=self.execution.get("ttl"),  # children live as long as their parent
         )
 
     def _flow_child(
@@ -336,6 +337,7 @@ class ScriptCalls:
             inputs=inputs,
             input_sources=dict.fromkeys(inputs, "call"),
             depth=depth,
+            ttl=self.execution.get("ttl"),  # children live as long as their parent
         )
 
     def _own_child(self, args: dict[str, Any]) -> str:

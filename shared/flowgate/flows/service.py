@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from flowgate import sandbox
@@ -58,11 +58,23 @@ def new_execution(
     }
 
 
+class Retention(Protocol):
+    def expires_at(self, workspace_id: str, kind: str | None = None) -> int | None: ...
+
+
 class FlowService:
-    def __init__(self, store: FlowStore, workspaces: WorkspaceAuthorizer, queue: Queue) -> None:
+    def __init__(
+        self,
+        store: FlowStore,
+        workspaces: WorkspaceAuthorizer,
+        queue: Queue,
+        retention: Retention | None = None,
+    ) -> None:
         self.store = store
         self.workspaces = workspaces
         self.queue = queue
+        # Limited (sandbox) workspaces keep executions for a shorter time: their items carry an earlier TTL.
+        self.retention = retention
 
     # ---- flows ----
     def put_flow(
@@ -123,7 +135,7 @@ class FlowService:
     # ---- executions ----
     def start_execution(self, principal: Principal, wsid: str, request: StartExecutionRequest) -> Execution:
         """A pending execution of the flow's current script, handed to the runner."""
-        self.workspaces.authorize_workspace(principal, wsid)
+        workspace = self.workspaces.authorize_workspace(principal, wsid)
         flow = self.store.get_flow(wsid, request.flow)
         if flow is None:
             raise NotFound(f"flow '{request.flow}' not found")
@@ -138,7 +150,7 @@ class FlowService:
             inputs=request.inputs,
             input_sources=dict.fromkeys(request.inputs, "call"),
         )
-        return self._enqueue(item)
+        return self._enqueue(item, workspace.kind.value)
 
     def start_connection(
         self, principal: Principal, wsid: str, connector: Mapping[str, Any], inputs: Mapping[str, Any]
@@ -181,7 +193,9 @@ class FlowService:
         )
         return self._enqueue(item).id
 
-    def _enqueue(self, item: dict[str, Any]) -> Execution:
+    def _enqueue(self, item: dict[str, Any], kind: str | None = None) -> Execution:
+        if self.retention is not None:
+            item["ttl"] = self.retention.expires_at(item["workspace_id"], kind)
         self.store.create_execution(item)
         self.queue.send(item["id"], item["workspace_id"])
         return execution_from(item)
@@ -219,3 +233,15 @@ class FlowService:
         if current["status"] == ExecutionStatus.CANCELLED:
             return execution_from(current)
         raise Conflict(f"the execution already ended with status {current['status']}")
+
+
+class KindRetention:
+    """Execution TTLs by workspace kind (template parameters ExecutionRetentionDaysLimited/Full)."""
+
+    def __init__(self, days_by_kind: Mapping[str, int], kind_of: Callable[[str], str | None]) -> None:
+        self.days_by_kind = days_by_kind
+        self.kind_of = kind_of
+
+    def expires_at(self, workspace_id: str, kind: str | None = None) -> int | None:
+        days = self.days_by_kind.get(kind or self.kind_of(workspace_id) or "limited")
+        return int(now().timestamp()) + days * 86400 if days else None

@@ -26,4 +26,11 @@ def authenticator() -> Authenticator:
 
 @functools.cache
 def service() -> IdentityService:
-    return IdentityService(store())
+    return IdentityService(store(), _kind_changed)
+
+
+def _kind_changed(workspace_id: str, kind: str) -> None:
+    """The activation context keeps the stops of a workspace's active flows in step with its kind."""
+    from flowgate import activation
+
+    activation.service().kind_changed(workspace_id, kind)

@@ -55,9 +55,14 @@ def _check_version(item: Item, if_match: int | None) -> None:
         raise PreconditionFailed(f"version is {item['version']}, not {if_match}; reload and retry")
 
 
+KindChanged = Callable[[str, str], None]
+
+
 class IdentityService:
-    def __init__(self, store: IdentityStore) -> None:
+    def __init__(self, store: IdentityStore, on_kind_changed: KindChanged | None = None) -> None:
         self.store = store
+        # Told (workspace id, new kind) after a kind change: limited -> full clears pending flow stops.
+        self.on_kind_changed = on_kind_changed
 
     # ---- platform admin ----------------------------------------------------------------------
     def ensure_platform_admin(self, username: str, password: str) -> bool:
@@ -286,7 +291,10 @@ class IdentityService:
                 item = {**item, **changes, "version": item["version"] + 1}
             return item
 
-        return workspace_from(self._retrying(attempt, if_match))
+        updated = self._retrying(attempt, if_match)
+        if request.kind is not None and self.on_kind_changed is not None:
+            self.on_kind_changed(wsid, updated["kind"])  # idempotent, so a no-op change may repeat it
+        return workspace_from(updated)
 
     # ---- workspace access --------------------------------------------------------------------
     def list_access(

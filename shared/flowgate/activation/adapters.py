@@ -1,0 +1,110 @@
+"""AWS adapters behind the ports of active flows: the SQS FIFO message queue, EventBridge, and the
+flows runner that executes one message inline."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flowgate.activation.models import MessageRun
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sqs import SQSClient
+
+# Version of the queue message body; the SQS handler rejects versions it does not know.
+MESSAGE_BODY_VERSION = 1
+
+
+@functools.cache
+def _sqs() -> SQSClient:
+    import boto3
+
+    return boto3.client("sqs")
+
+
+@functools.cache
+def _events() -> EventBridgeClient:
+    import boto3
+
+    return boto3.client("events")
+
+
+class SqsFifoMessageQueue:
+    """One message group per flow, so SQS hands a flow's messages over in order, one at a time; the
+    deduplication id is the message id, so a retried send does not queue it twice."""
+
+    def __init__(self, url: str, client: SQSClient | None = None) -> None:
+        self.url = url
+        self._injected = client
+
+    def send(self, workspace_id: str, flow: str, message_id: str) -> None:
+        body = {
+            "version": MESSAGE_BODY_VERSION,
+            "workspace_id": workspace_id,
+            "flow": flow,
+            "message_id": message_id,
+        }
+        (self._injected or _sqs()).send_message(
+            QueueUrl=self.url,
+            MessageBody=json.dumps(body),
+            MessageGroupId=f"{workspace_id}#{flow}",
+            MessageDeduplicationId=message_id,
+        )
+
+
+class EventBridgePublisher:
+    def __init__(self, bus_name: str = "default", source: str = "flowgate", client: Any = None) -> None:
+        self.bus_name = bus_name
+        self.source = source
+        self._injected: EventBridgeClient | None = client
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        answer = (self._injected or _events()).put_events(
+            Entries=[
+                {
+                    "Source": self.source,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(dict(detail)),
+                    "EventBusName": self.bus_name,
+                }
+            ]
+        )
+        if answer.get("FailedEntryCount"):
+            raise RuntimeError(f"EventBridge refused the event: {answer.get('Entries')}")
+
+
+class FlowMessageRunner:
+    """Creates a flow execution with the message as its input and runs it inline (flows' runner)."""
+
+    def run(self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str) -> MessageRun:
+        from flowgate import flows
+        from flowgate.flows.models import ExecutionStatus, ExecutionType
+        from flowgate.flows.service import new_execution
+
+        found = flows.store().get_flow(workspace_id, flow)
+        if found is None:
+            return MessageRun(None, False, f"flow '{flow}' not found")
+        item = new_execution(
+            workspace_id,
+            ExecutionType.FLOW,
+            started_by,
+            flow=found["name"],
+            flow_id=found["id"],
+            flow_version=found["version"],
+            script=found["script"],
+            inputs=dict(inputs),
+            input_sources=dict.fromkeys(inputs, "message"),
+        )
+        retention = getattr(flows.service(), "retention", None)  # the kind's execution TTL, as for API runs
+        if retention is not None:
+            item["ttl"] = retention.expires_at(workspace_id)
+        flows.store().create_execution(item)
+        flows.execution_runner().run_claimed(item["id"])
+        ended = flows.store().get_execution(item["id"]) or {}
+        status = ended.get("status")
+        if status == ExecutionStatus.SUCCESS:
+            return MessageRun(item["id"], True)
+        return MessageRun(item["id"], False, ended.get("message") or f"the execution ended {status}")

@@ -1,0 +1,44 @@
+"""The ports of active flows: what the domain needs from other contexts and from the infrastructure.
+
+The adapters (flowgate.activation.adapters) are SQS FIFO, EventBridge and the flows runner; tests put
+recording fakes behind the same protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from flowgate.activation.models import MessageRun
+from flowgate.db import Item
+from flowgate.identity.models import Principal, Workspace
+
+
+class FlowLookup(Protocol):
+    """Whether a flow exists (the flows store)."""
+
+    def get_flow(self, wsid: str, name: str) -> Item | None: ...
+
+
+class WorkspaceAuthorizer(Protocol):
+    """The identity service's check: 404 outside the workspace's contract, 403 without access."""
+
+    def authorize_workspace(self, principal: Principal, wsid: str, *, manage: bool = False) -> Workspace: ...
+
+
+class MessageQueue(Protocol):
+    def send(self, workspace_id: str, flow: str, message_id: str) -> None:
+        """Queue a stored message for processing, in order of arrival per flow, one at a time."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        """Emit one event users can subscribe to (EventBridge)."""
+        ...
+
+
+class MessageRunner(Protocol):
+    def run(self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str) -> MessageRun:
+        """Run the flow's current script once with `inputs`, inline, and say how it ended."""
+        ...
