@@ -68,16 +68,17 @@ def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     _clear_caches()
 
 
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py as Lambda would, under a module name of its own."""
-    module_name = f"handler_under_test_{name}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
+def load_function(name: str, module: str = "app") -> ModuleType:
+    """Import functions/<name>/<module>.py as Lambda would, under a module name of its own (a new
+    "container" each time)."""
+    module_name = f"handler_under_test_{name}_{module}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / f"{module}.py")
     assert spec is not None
     assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 @dataclass
