@@ -51,7 +51,15 @@ Benchmark = Callable[[Options], list[Row]]
 
 def _registry() -> dict[str, Benchmark]:
     """Every benchmark, by name, in run order. Add new ones here."""
-    from benchmarks import executions, import_time, pending_tasks, runtime_overhead, workflow_decisions
+    from benchmarks import (
+        enforcer_calls,
+        executions,
+        import_time,
+        message_rate,
+        pending_tasks,
+        runtime_overhead,
+        workflow_decisions,
+    )
 
     return {
         "import_time": import_time.run,
@@ -59,6 +67,8 @@ def _registry() -> dict[str, Benchmark]:
         "executions": executions.run,
         "workflow_decisions": workflow_decisions.run,
         "pending_tasks": pending_tasks.run,
+        "enforcer_calls": enforcer_calls.run,
+        "message_rate": message_rate.run,
     }
 
 

@@ -6,27 +6,23 @@ connectors service, shape the answer. A run is queued as a `connection` executio
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from flowgate import connectors, flows, identity
 from flowgate.connectors.models import Connector, PutConnectorRequest, PutSecretRequest, SecretInfo
 from flowgate.flows.models import Execution, RunConnectorRequest
-from flowgate.http import API_ROOT, Listing, create_app, created, entry
+from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry
 
 app = create_app()
 WS = f"{API_ROOT}/workspaces/<ws>"
 
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
-
 
 def authorized(ws: str) -> tuple[Any, str]:
     """The caller, once the identity context confirmed they may work in workspace `ws`."""
-    principal = identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+    principal = identity.caller(app)
     identity.service().authorize_workspace(principal, ws)
     return principal, ws
 

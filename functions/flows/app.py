@@ -5,10 +5,9 @@ Thin by design: parse (pydantic, via the resolver), authenticate, call the flows
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from flowgate import activation, flows, identity
@@ -22,18 +21,15 @@ from flowgate.flows.models import (
     PutFlowRequest,
     StartExecutionRequest,
 )
-from flowgate.http import API_ROOT, Listing, create_app, created, entry
+from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry
 from flowgate.identity.models import Principal
 
 app = create_app()
 WS = f"{API_ROOT}/workspaces/<ws>"
 
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
-
 
 def caller() -> Principal:
-    return identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+    return identity.caller(app)
 
 
 @app.put(f"{WS}/flows/<name>", tags=["flows"])

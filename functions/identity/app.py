@@ -6,14 +6,23 @@ the answer. It also answers the AdminBootstrap custom resource on deploy.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from flowgate import cfn, identity
-from flowgate.http import API_ROOT, Listing, create_app, created, entry, if_match, openapi_document
+from flowgate.http import (
+    API_ROOT,
+    Cursor,
+    Limit,
+    Listing,
+    create_app,
+    created,
+    entry,
+    if_match,
+    openapi_document,
+)
 from flowgate.identity.models import (
     ApiToken,
     Contract,
@@ -37,12 +46,9 @@ from flowgate.identity.store import token_from
 
 app = create_app()
 
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
-
 
 def caller() -> Principal:
-    return identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+    return identity.caller(app)
 
 
 # ---- public ----------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ import json
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ValidationError
 
 from flowgate import identity, workflow
 from flowgate.errors import BadRequest
-from flowgate.http import API_ROOT, Listing, create_app, created, entry, invalid_body
+from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry, invalid_body
 from flowgate.identity.models import Principal
 from flowgate.workflow.models import (
     AuditRecord,
@@ -41,8 +41,6 @@ CLOUD = "/api/cloud/workspaces/<ws>"
 DECISION_RESOURCE = "/api/object/task/{uuid}/action/{decision}"
 MAX_MESSAGE_BYTES = 16 * 1024
 
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
 Op = Literal["deploy", "undeploy", "reconfigure"]
 
 
@@ -54,7 +52,7 @@ class TaskCollection(BaseModel):
 
 
 def caller() -> Principal:
-    return identity.authenticator().authenticate(app.current_event.headers.get("authorization"))
+    return identity.caller(app)
 
 
 def accepted(tasks: list[Task]) -> Response[Any]:

@@ -81,27 +81,15 @@ class FlowMessageRunner:
 
     def run(self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str) -> MessageRun:
         from flowgate import flows
-        from flowgate.flows.models import ExecutionStatus, ExecutionType
-        from flowgate.flows.service import new_execution
+        from flowgate.errors import NotFound
+        from flowgate.flows.models import ExecutionStatus
 
-        found = flows.store().get_flow(workspace_id, flow)
-        if found is None:
-            return MessageRun(None, False, f"flow '{flow}' not found")
-        item = new_execution(
-            workspace_id,
-            ExecutionType.FLOW,
-            started_by,
-            flow=found["name"],
-            flow_id=found["id"],
-            flow_version=found["version"],
-            script=found["script"],
-            inputs=dict(inputs),
-            input_sources=dict.fromkeys(inputs, "message"),
-        )
-        retention = getattr(flows.service(), "retention", None)  # the kind's execution TTL, as for API runs
-        if retention is not None:
-            item["ttl"] = retention.expires_at(workspace_id)
-        flows.store().create_execution(item)
+        try:
+            item = flows.service().create_flow_execution(
+                workspace_id, flow, inputs, started_by, source="message"
+            )
+        except NotFound as exc:
+            return MessageRun(None, False, exc.message)
         flows.execution_runner().run_claimed(item["id"])
         ended = flows.store().get_execution(item["id"]) or {}
         status = ended.get("status")

@@ -136,21 +136,11 @@ class FlowService:
     def start_execution(self, principal: Principal, wsid: str, request: StartExecutionRequest) -> Execution:
         """A pending execution of the flow's current script, handed to the runner."""
         workspace = self.workspaces.authorize_workspace(principal, wsid)
-        flow = self.store.get_flow(wsid, request.flow)
-        if flow is None:
-            raise NotFound(f"flow '{request.flow}' not found")
-        item = new_execution(
-            wsid,
-            ExecutionType.FLOW,
-            principal.user_id,
-            flow=flow["name"],
-            flow_id=flow["id"],
-            flow_version=flow["version"],
-            script=flow["script"],
-            inputs=request.inputs,
-            input_sources=dict.fromkeys(request.inputs, "call"),
+        item = self.create_flow_execution(
+            wsid, request.flow, request.inputs, principal.user_id, kind=workspace.kind.value
         )
-        return self._enqueue(item, workspace.kind.value)
+        self.queue.send(item["id"], wsid)
+        return execution_from(item)
 
     def start_connection(
         self, principal: Principal, wsid: str, connector: Mapping[str, Any], inputs: Mapping[str, Any]
@@ -160,7 +150,7 @@ class FlowService:
         Only the call's inputs are stored now; the runner adds the connector's value and vault secrets
         (redacted) when it runs.
         """
-        self.workspaces.authorize_workspace(principal, wsid)
+        workspace = self.workspaces.authorize_workspace(principal, wsid)
         item = new_execution(
             wsid,
             ExecutionType.CONNECTION,
@@ -170,12 +160,33 @@ class FlowService:
             inputs=dict(inputs),
             input_sources=dict.fromkeys(inputs, "call"),
         )
-        return self._enqueue(item)
+        self._store(item, workspace.kind.value)
+        self.queue.send(item["id"], wsid)
+        return execution_from(item)
 
     def start_for_task(
         self, *, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str, task_id: str
     ) -> str:
         """Queue the bound flow for an approved (or unheld) operation task; the runner reports its end."""
+        item = self.create_flow_execution(workspace_id, flow, inputs, started_by, task_id=task_id)
+        self.queue.send(item["id"], workspace_id)
+        return str(item["id"])
+
+    def create_flow_execution(
+        self,
+        workspace_id: str,
+        flow: str,
+        inputs: Mapping[str, Any],
+        started_by: str,
+        *,
+        source: str = "call",
+        kind: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Store a pending execution of the flow's current script (not yet queued); its item.
+
+        `source` names where the inputs came from (shown per key); `kind` saves a workspace lookup.
+        """
         found = self.store.get_flow(workspace_id, flow)
         if found is None:
             raise NotFound(f"flow '{flow}' not found")
@@ -188,17 +199,16 @@ class FlowService:
             flow_version=found["version"],
             script=found["script"],
             inputs=dict(inputs),
-            input_sources=dict.fromkeys(inputs, "call"),
-            task_id=task_id,
+            input_sources=dict.fromkeys(inputs, source),
+            **fields,
         )
-        return self._enqueue(item).id
+        return self._store(item, kind)
 
-    def _enqueue(self, item: dict[str, Any], kind: str | None = None) -> Execution:
+    def _store(self, item: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
         if self.retention is not None:
             item["ttl"] = self.retention.expires_at(item["workspace_id"], kind)
         self.store.create_execution(item)
-        self.queue.send(item["id"], item["workspace_id"])
-        return execution_from(item)
+        return item
 
     def _execution_item(self, principal: Principal, wsid: str, eid: str) -> dict[str, Any]:
         self.workspaces.authorize_workspace(principal, wsid)

@@ -6,12 +6,18 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from flowgate.config import get_settings
 from flowgate.db import Table
 from flowgate.identity.auth import Authenticator
 from flowgate.identity.service import IdentityService
 from flowgate.identity.store import IdentityStore
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    from flowgate.identity.models import Principal
 
 
 @functools.cache
@@ -22,6 +28,11 @@ def store() -> IdentityStore:
 @functools.cache
 def authenticator() -> Authenticator:
     return Authenticator(store(), get_settings().token_ttl_seconds)
+
+
+def caller(app: APIGatewayRestResolver) -> Principal:
+    """The principal behind the current request's Authorization header (Bearer or Basic)."""
+    return authenticator().authenticate(app.current_event.headers.get("authorization"))
 
 
 @functools.cache
