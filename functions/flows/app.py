@@ -87,6 +87,11 @@ def post_message(ws: str, name: str, body: dict[str, Any]) -> Response[QueuedMes
     )
 
 
+@app.get(f"{WS}/flows/<name>/messages/<mid>", tags=["active flows"])
+def get_message(ws: str, name: str, mid: str) -> QueuedMessage:
+    return activation.service().get_message(caller(), ws, name, mid)
+
+
 @app.get(f"{WS}/flows/<name>/messages", tags=["active flows"])
 def list_messages(
     ws: str, name: str, status: MessageStatus | None = None, limit: Limit = 50, cursor: Cursor = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import boto3
 import pytest
@@ -166,3 +167,69 @@ def test_members_without_workspace_access_are_403(flows_api: Api, tenants, queue
     a, _ = tenants
     answer = flows_api.call("GET", f"{A}/workspaces/{a.workspace_id}/flows", token=a.member_token)
     assert answer.status == 403
+
+
+def test_scripts_are_limited_in_utf8_bytes_not_characters(flows_api: Api, tenants):
+    a, _ = tenants
+    # 50,000 characters of three bytes each: 150,000 bytes, over the 128 KiB limit
+    script = "def handler(system, this):\n    return {'x': '" + "漢" * 50_000 + "'}\n"
+    answer = flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/wide", {"script": script}, token=a.admin_token
+    )
+    assert answer.status == 400
+    assert "bytes" in answer.body["error"]["message"]
+
+
+def test_an_active_flow_cannot_be_deleted(flows_api: Api, tenants):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows/hello"
+    flows_api.call("PUT", path, {"script": SCRIPT}, token=a.admin_token)
+    assert flows_api.call("POST", f"{path}/activate", token=a.admin_token).status == 200
+    refused = flows_api.call("DELETE", path, token=a.admin_token)
+    assert (refused.status, refused.error_code) == (409, "flow_active")
+    assert flows_api.call("POST", f"{path}/deactivate", token=a.admin_token).status == 200
+    assert flows_api.call("DELETE", path, token=a.admin_token).status == 204
+
+
+def test_a_posted_message_can_be_read_where_its_location_points(flows_api: Api, tenants):
+    a, b = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows/hello"
+    flows_api.call("PUT", path, {"script": SCRIPT}, token=a.admin_token)
+    flows_api.call("POST", f"{path}/activate", token=a.admin_token)
+    posted = flows_api.call("POST", f"{path}/messages", {"n": 1}, token=a.admin_token)
+    assert posted.status == 202
+    read = flows_api.call("GET", posted.headers["Location"], token=a.admin_token)
+    assert (read.status, read.body["id"], read.body["body"]) == (200, posted.body["id"], {"n": 1})
+    assert flows_api.call("GET", posted.headers["Location"], token=b.admin_token).status == 404
+
+
+def test_cancelling_the_jobs_of_a_task_reports_the_task(flows_api: Api, tenants):
+    # Given an execution running an operation task's jobs (a slow flow), and the runner's task hook
+    import threading
+
+    from flowgate import flows
+    from flowgate.flows.models import ExecutionStatus
+    from flowgate.flows.service import ACTIVE
+
+    a, _ = tenants
+    slow = "import time\ndef handler(system, this):\n    time.sleep(20)\n"
+    flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/slow", {"script": slow}, token=a.admin_token
+    )
+    item = flows.service().create_flow_execution(a.workspace_id, "slow", {}, a.admin_id, task_id="task-1")
+    reported: list[tuple[str, bool]] = []
+    runner = flows.execution_runner()
+    runner.on_task_done = lambda task_id, success, message: reported.append((task_id, success))
+    worker = threading.Thread(target=runner.run_claimed, args=(item["id"],))
+    worker.start()
+    # When the execution is cancelled while it runs
+    deadline = time.monotonic() + 10
+    while (flows.store().get_execution(item["id"]) or {}).get(
+        "status"
+    ) == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    flows.store().transition(item["id"], ExecutionStatus.CANCELLED, allowed_from=ACTIVE)
+    worker.join(15)
+    # Then the task hears that its jobs ended without success
+    assert not worker.is_alive()
+    assert reported == [("task-1", False)]

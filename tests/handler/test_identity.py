@@ -378,3 +378,24 @@ def test_passwords_and_tokens_never_reach_logs_or_answers(
     assert "correlation_id" in logs  # the logger did run
     for secret in ("frank-secret-pass", "frank-wrong-guess", token, "argon2"):
         assert secret not in everything
+
+
+def test_an_org_admin_cannot_take_over_an_owner(api: Api, root_token: str, tenants):
+    a, _ = tenants
+    owner = api.call(
+        "POST",
+        f"{A}/contracts/{a.contract_id}/members",
+        {"username": "the-owner", "password": "owner-password-1", "role": "owner"},
+        token=root_token,
+    )
+    path = f"{A}/contracts/{a.contract_id}/members/{owner.body['id']}"
+    for change in (
+        {"password": "pwned-by-org-admin"},
+        {"role": "member"},
+        {"privileges": ["WORKFLOW_OVERRIDE"]},
+    ):
+        assert api.call("PATCH", path, change, token=a.admin_token).status == 403, change
+    assert api.login("the-owner", "owner-password-1")
+    # the owner still changes their own password
+    own = api.login("the-owner", "owner-password-1")
+    assert api.call("PATCH", path, {"password": "owner-password-2"}, token=own).status == 200

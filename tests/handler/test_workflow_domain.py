@@ -815,20 +815,20 @@ def test_every_attempt_is_audited(world: World) -> None:
     assert [(r.actor, r.decision, r.status) for r in records] == [
         ("bob", "cancel", 403),
         ("alice", "continue", 403),
-        ("outsider", "continue", 404),
+        # the outsider's 404 is not recorded: another enterprise leaves no trace in this tenant's audit
         ("approver", "continue", 202),
         ("approver", "continue", 200),
         ("alice", "cancel", 410),
     ]
     assert {r.source_ip for r in records} == {SOURCE}
-    assert records[3].message == "approved by CAB-42"
+    assert records[2].message == "approved by CAB-42"
     assert records[1].message == "please"
-    assert "already continued" in records[5].outcome
+    assert "already continued" in records[4].outcome
     with pytest.raises(Forbidden):
         world.svc.audit(world.alice, task.taskId)
     with pytest.raises(NotFound):
         world.svc.audit(world.outsider, task.taskId)
-    assert len(world.svc.audit(world.admin, task.taskId)) == 6
+    assert len(world.svc.audit(world.admin, task.taskId)) == 5
 
 
 def test_timeouts_are_audited_as_the_system(world: World) -> None:
@@ -978,3 +978,56 @@ def test_composition_root(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         workflow.store.cache_clear()
         workflow.service.cache_clear()
+
+
+def test_a_continue_whose_follow_through_died_is_finished_by_a_repeat(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a continue that won, but whose invocation died (Lambda timeout) before the jobs started
+    class Died(BaseException):
+        pass
+
+    def dies(token: str, decision: str) -> None:
+        raise Died
+
+    world.enable()
+    task = world.held(world.vm("web-9"))
+    world.svc.record_token(task.taskId, "tok-9")
+    monkeypatch.setattr(world.holds, "release", dies)
+    with pytest.raises(Died):
+        world.svc.decide(world.approver, task.taskId, "continue", None, SOURCE)
+    assert world.task(task.taskId).state == "PENDING"
+    assert world.jobs.started == []
+    monkeypatch.undo()
+    # When the workflow tool sends the same continue again, at once, and then a minute later
+    soon = world.svc.decide(world.approver, task.taskId, "continue", None, SOURCE)
+    assert (soon.status_code, soon.task.state, world.jobs.started) == (200, "PENDING", [])
+    world.svc._clock.now += timedelta(seconds=61)  # type: ignore[attr-defined]
+    outcome = world.svc.decide(world.approver, task.taskId, "continue", None, SOURCE)
+    # Then the jobs start now, once
+    assert (outcome.status_code, outcome.task.state) == (200, "STARTED")
+    assert len(world.jobs.started) == 1
+
+
+def test_a_failed_token_call_does_not_undo_the_decision(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.enable()
+    task = world.held(world.vm("web-10"))
+    world.svc.record_token(task.taskId, "tok-10")
+
+    def broken(token: str, decision: str) -> None:
+        raise RuntimeError("states:SendTaskSuccess failed")
+
+    monkeypatch.setattr(world.holds, "release", broken)
+    outcome = world.svc.decide(world.approver, task.taskId, "continue", None, SOURCE)
+    assert (outcome.status_code, outcome.task.state) == (202, "STARTED")
+
+
+def test_another_enterprise_leaves_no_trace_in_the_audit(world: World) -> None:
+    world.enable()
+    task = world.held(world.vm("web-11"))
+    for decision in ("continue", "cancel"):
+        with pytest.raises(NotFound):
+            world.svc.decide(world.outsider, task.taskId, decision, "x" * 1000, "203.0.113.9")
+    assert world.svc.audit(world.admin, task.taskId) == []

@@ -35,7 +35,15 @@ def service() -> FlowService:
         },
         lambda wsid: (identity.store().get_workspace(wsid) or {}).get("kind"),
     )
-    return FlowService(store(), identity.service(), ExecutionQueue(settings.execution_queue_url), retention)
+    return FlowService(
+        store(), identity.service(), ExecutionQueue(settings.execution_queue_url), retention, _is_active
+    )
+
+
+def _is_active(workspace_id: str, flow: str) -> bool:
+    from flowgate import activation
+
+    return activation.service().state_of(workspace_id, flow).status == "active"
 
 
 @functools.cache

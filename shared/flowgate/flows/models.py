@@ -102,9 +102,16 @@ class ExecutionSummary(BaseModel):
 # ---- request bodies ---------------------------------------------------------------------------
 
 
+def _script_bytes(script: str) -> str:
+    size = len(script.encode())
+    if size > MAX_SCRIPT_BYTES:
+        raise ValueError(f"the script is {size} bytes in UTF-8; at most {MAX_SCRIPT_BYTES} are accepted")
+    return script
+
+
 class PutFlowRequest(BaseModel):
     model_config = STRICT
-    script: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SCRIPT_BYTES)]
+    script: Annotated[str, StringConstraints(min_length=1), AfterValidator(_script_bytes)]
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 

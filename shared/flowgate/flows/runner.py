@@ -159,12 +159,13 @@ class Runner:
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
             return
-        self._finish(
-            item["id"],
-            ExecutionStatus.SUCCESS,
-            outputs=outputs,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
+        duration_ms = int((time.monotonic() - started) * 1000)
+        size = len(json.dumps(outputs))
+        if size > MAX_OUTPUT_BYTES:  # e.g. a large answer decoded to more bytes than it arrived as
+            message = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+            self._finish(item["id"], ExecutionStatus.ERROR, message=message, duration_ms=duration_ms)
+            return
+        self._finish(item["id"], ExecutionStatus.SUCCESS, outputs=outputs, duration_ms=duration_ms)
 
     # ---- flows ----
     def _run_flow(self, item: Mapping[str, Any]) -> None:
@@ -203,6 +204,7 @@ class Runner:
             fields["message"] = result.message
         if status == ExecutionStatus.CANCELLED:
             self.store.record(item["id"], **fields)  # the cancel itself already set the status
+            self._report_task(self.store.get_execution(item["id"]) or item)  # its task must end too
             return
         self._finish(item["id"], status, **fields)
 

@@ -69,12 +69,15 @@ class FlowService:
         workspaces: WorkspaceAuthorizer,
         queue: Queue,
         retention: Retention | None = None,
+        is_active: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.store = store
         self.workspaces = workspaces
         self.queue = queue
         # Limited (sandbox) workspaces keep executions for a shorter time: their items carry an earlier TTL.
         self.retention = retention
+        # Whether a flow is active (the activation context): an active flow is not deleted under it.
+        self.is_active = is_active
 
     # ---- flows ----
     def put_flow(
@@ -130,6 +133,8 @@ class FlowService:
         self.workspaces.authorize_workspace(principal, wsid)
         if self.store.get_flow(wsid, name) is None:
             raise NotFound(f"flow '{name}' not found")
+        if self.is_active is not None and self.is_active(wsid, name):
+            raise Conflict(f"the flow '{name}' is active: deactivate it first", code="flow_active")
         self.store.delete_flow(wsid, name)
 
     # ---- executions ----

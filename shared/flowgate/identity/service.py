@@ -189,8 +189,8 @@ class IdentityService:
         def attempt() -> Item:
             item = self._member_item(principal, cid, uid)
             _check_version(item, if_match)
-            if item.get("role") == Role.OWNER and changes_role:
-                self._may_assign(principal, Role.OWNER)  # only owners change owners
+            if item.get("role") == Role.OWNER and uid != principal.user_id:
+                self._may_assign(principal, Role.OWNER)  # only owners change owners (role or password)
             changes: dict[str, Any] = {}
             if request.role is not None:
                 changes["role"] = request.role.value

@@ -365,7 +365,7 @@ class SetPropertyRequest(BaseModel):
 
     model_config = STRICT
     name: str
-    value: str
+    value: str = Field(repr=False)  # may be the webhook signing secret
 
     @field_validator("value", mode="before")
     @classmethod

@@ -64,6 +64,8 @@ M = TypeVar("M", bound=BaseModel)
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86_400
 # A decision re-reads and retries this often when the task changed between its read and its write
 # (a token arrived, another decision won) before answering 409.
+# Longer than the workflow function's timeout: a won continue still PENDING after this lost its runner.
+FOLLOW_THROUGH_LEASE_MS = 60_000
 DECIDE_ATTEMPTS = 4
 MAX_LIST_LIMIT = 100
 MAX_AUDIT_RECORDS = 500
@@ -664,6 +666,8 @@ class WorkflowService:
             )
             try:
                 self._check_decidable(principal, item, wanted)
+            except NotFound:
+                raise  # another enterprise: it writes nothing into this tenant's audit
             except FlowgateError as exc:
                 self.store.append_audit(task_id, {**audit, "status": exc.status, "outcome": exc.message})
                 raise
@@ -671,6 +675,9 @@ class WorkflowService:
                 self.store.append_audit(
                     task_id, {**audit, "status": 200, "outcome": "already decided the same way"}
                 )
+                if self._follow_through_lost(item, wanted):
+                    # the winner's invocation died between the decision and the jobs: finish it now
+                    return DecisionOutcome(200, self._after_decision(item, wanted, {}))
                 return DecisionOutcome(200, task_from(item))
             status = 202 if wanted == Decision.CONTINUE else 200
             changes = self._decision_changes(
@@ -680,6 +687,16 @@ class WorkflowService:
             if self._leave_queue(item, wanted, changes, {**audit, "status": status, "outcome": outcome}):
                 return DecisionOutcome(status, self._after_decision(item, wanted, changes))
         raise Conflict("the task kept changing while deciding it; retry", code="decision_conflict")
+
+    def _follow_through_lost(self, item: Item, wanted: Decision) -> bool:
+        """A won continue whose jobs never started, long after the winner's invocation must have ended
+        (so a repeat arriving while the winner still works does not send a second token call)."""
+        return (
+            wanted == Decision.CONTINUE
+            and item["state"] == TaskState.PENDING.value
+            and not item.get("execution_id")
+            and self._now_ms() - int(item.get("decided_at") or 0) > FOLLOW_THROUGH_LEASE_MS
+        )
 
     @staticmethod
     def _check_decidable(principal: Principal, item: Item, wanted: Decision) -> None:
@@ -745,7 +762,10 @@ class WorkflowService:
         decided = _applied(item, {**changes, "state": to.value})
         token = item.get("token")
         if token:
-            self.holds.release(str(token), _release_decision(decided))
+            try:
+                self.holds.release(str(token), _release_decision(decided))
+            except Exception:  # the decision stands; a hold left waiting times out and finds it decided
+                logger.exception("releasing the hold failed", extra={"task_id": item["id"]})
         logger.info("task decided", extra={"task_id": item["id"], "decision": decision.value})
         if decision == Decision.CONTINUE:
             return self._start_jobs(decided)
