@@ -26,6 +26,7 @@ class Settings(BaseModel):
     webhook_secret_id: str = ""
     execution_retention_days_limited: int = Field(default=7, ge=1)
     execution_retention_days_full: int = Field(default=90, ge=1)
+    max_stored_executions_limited: int = Field(default=1000, ge=1)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -44,6 +45,7 @@ class Settings(BaseModel):
             webhook_secret_id=environ.get("WEBHOOK_SECRET_ID", ""),
             execution_retention_days_limited=int(environ.get("EXECUTION_RETENTION_DAYS_LIMITED", "7")),
             execution_retention_days_full=int(environ.get("EXECUTION_RETENTION_DAYS_FULL", "90")),
+            max_stored_executions_limited=int(environ.get("MAX_STORED_EXECUTIONS_LIMITED", "1000")),
         )
 
 

@@ -168,3 +168,13 @@ def test_another_tenant_cannot_touch_active_flows(stack: Stack, root_token: str)
     ):
         assert stack.call(method, path + suffix, body, other).status_code == 404, suffix
     assert _flow(stack, ws, token)["status"] == "inactive"
+
+
+def test_making_a_workspace_full_clears_the_pending_stop(stack: Stack, root_token: str):
+    ws, token = _workspace(stack, root_token, "limited")
+    path = f"{A}/workspaces/{ws}/flows/consumer"
+    assert stack.call("POST", f"{path}/activate", token=token).json()["stops_at"] is not None
+    assert stack.call("PATCH", f"{A}/workspaces/{ws}", {"kind": "full"}, root_token).status_code == 200
+    assert _flow(stack, ws, token)["stops_at"] is None
+    time.sleep(MAX_RUNTIME + 2)
+    assert _flow(stack, ws, token)["status"] == "active"

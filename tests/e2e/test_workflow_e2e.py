@@ -374,3 +374,21 @@ def test_pending_tasks_and_the_other_enterprise(stack: Stack, root_token: str, t
     ):
         assert requests.request(method, stack.url(path), auth=outsider, timeout=30).status_code == 404, path
     assert _task(stack, tenant, task["taskId"])["state"] == "QUEUEING"
+
+
+def test_decision_bodies_that_are_refused(stack: Stack, tenant: Tenant):
+    task = _request(stack, tenant, _vm(stack, tenant), "deploy")
+    path = stack.url(f"/api/object/task/{task['taskId']}/action/cancel")
+    binary = requests.post(
+        path,
+        data=bytes(range(256)),
+        auth=tenant.approver,
+        timeout=30,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert binary.status_code == 415
+    huge = requests.post(
+        path, data="x" * 100_000, auth=tenant.approver, timeout=30, headers={"Content-Type": "text/plain"}
+    )
+    assert huge.status_code == 413
+    assert _task(stack, tenant, task["taskId"])["state"] == "QUEUEING"  # nothing changed

@@ -233,3 +233,35 @@ def test_cancelling_the_jobs_of_a_task_reports_the_task(flows_api: Api, tenants)
     # Then the task hears that its jobs ended without success
     assert not worker.is_alive()
     assert reported == [("task-1", False)]
+
+
+def test_limited_workspaces_store_a_bounded_number_of_executions(
+    flows_api: Api, tenants, root_token: str, api: Api, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a quota of 3 stored executions for limited workspaces
+    from flowgate import config, flows
+
+    monkeypatch.setenv("MAX_STORED_EXECUTIONS_LIMITED", "3")
+    config.get_settings.cache_clear()
+    flows.service.cache_clear()
+    a, b = tenants
+    for t in (a, b):
+        flows_api.call(
+            "PUT", f"{A}/workspaces/{t.workspace_id}/flows/hello", {"script": SCRIPT}, token=t.admin_token
+        )
+    path = f"{A}/workspaces/{a.workspace_id}/executions"
+    # When four executions are started
+    answers = [flows_api.call("POST", path, {"flow": "hello"}, token=a.admin_token) for _ in range(4)]
+    # Then the fourth is refused, clearly, and nothing was stored for it
+    assert [x.status for x in answers] == [202, 202, 202, 409]
+    assert answers[3].error_code == "quota_exceeded"
+    assert len(flows_api.call("GET", path, token=a.admin_token).body["items"]) == 3
+    # another workspace has its own count, and a full workspace has no such quota
+    assert (
+        flows_api.call(
+            "POST", f"{A}/workspaces/{b.workspace_id}/executions", {"flow": "hello"}, token=b.admin_token
+        ).status
+        == 202
+    )
+    api.call("PATCH", f"{A}/workspaces/{a.workspace_id}", {"kind": "full"}, token=root_token)
+    assert flows_api.call("POST", path, {"flow": "hello"}, token=a.admin_token).status == 202

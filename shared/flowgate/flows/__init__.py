@@ -34,6 +34,8 @@ def service() -> FlowService:
             "full": settings.execution_retention_days_full,
         },
         lambda wsid: (identity.store().get_workspace(wsid) or {}).get("kind"),
+        store(),
+        {"limited": settings.max_stored_executions_limited},
     )
     return FlowService(
         store(), identity.service(), ExecutionQueue(settings.execution_queue_url), retention, _is_active

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, Protocol
 
 from flowgate import sandbox
@@ -60,6 +61,7 @@ def new_execution(
 
 class Retention(Protocol):
     def expires_at(self, workspace_id: str, kind: str | None = None) -> int | None: ...
+    def admit(self, workspace_id: str, kind: str | None = None) -> None: ...
 
 
 class FlowService:
@@ -211,6 +213,7 @@ class FlowService:
 
     def _store(self, item: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
         if self.retention is not None:
+            self.retention.admit(item["workspace_id"], kind)
             item["ttl"] = self.retention.expires_at(item["workspace_id"], kind)
         self.store.create_execution(item)
         return item
@@ -251,12 +254,46 @@ class FlowService:
 
 
 class KindRetention:
-    """Execution TTLs by workspace kind (template parameters ExecutionRetentionDaysLimited/Full)."""
+    """Execution TTLs by workspace kind (template parameters ExecutionRetentionDaysLimited/Full), and
+    the quota of stored executions of limited workspaces (MaxStoredExecutionsLimited).
 
-    def __init__(self, days_by_kind: Mapping[str, int], kind_of: Callable[[str], str | None]) -> None:
+    Executions expire `days` after they start, so the executions a workspace stores are those started
+    in its last `days` days: one counter item per day (with the same TTL) counts them, and a start is
+    admitted only while the window's total stays under the quota.
+    """
+
+    def __init__(
+        self,
+        days_by_kind: Mapping[str, int],
+        kind_of: Callable[[str], str | None],
+        store: FlowStore | None = None,
+        quota_by_kind: Mapping[str, int] | None = None,
+    ) -> None:
         self.days_by_kind = days_by_kind
         self.kind_of = kind_of
+        self.store = store
+        self.quota_by_kind = quota_by_kind or {}
+
+    def _kind(self, workspace_id: str, kind: str | None) -> str:
+        return kind or self.kind_of(workspace_id) or "limited"
 
     def expires_at(self, workspace_id: str, kind: str | None = None) -> int | None:
-        days = self.days_by_kind.get(kind or self.kind_of(workspace_id) or "limited")
+        days = self.days_by_kind.get(self._kind(workspace_id, kind))
         return int(now().timestamp()) + days * 86400 if days else None
+
+    def admit(self, workspace_id: str, kind: str | None = None) -> None:
+        kind = self._kind(workspace_id, kind)
+        quota = self.quota_by_kind.get(kind)
+        if quota is None or self.store is None:
+            return
+        days = self.days_by_kind.get(kind, 1)
+        today = now().date()
+        window = [(today - timedelta(days=d)).isoformat() for d in range(days)]
+        earlier = self.store.executions_started(workspace_id, window[1:])
+        expires = int(now().timestamp()) + (days + 1) * 86400
+        if not self.store.count_execution(workspace_id, window[0], quota - earlier, expires):
+            raise Conflict(
+                f"this {kind} workspace stores at most {quota} executions ({days} days); wait until "
+                "older ones expire, or ask for a full workspace",
+                code="quota_exceeded",
+            )

@@ -108,6 +108,26 @@ class FlowStore:
             f"WS#{wsid}#EXECS", index="GSI1", limit=limit, cursor=cursor, newest_first=True
         )
 
+    def count_execution(self, wsid: str, day: str, allowed_today: int, expires: int) -> bool:
+        """Count one more execution started on `day` unless that day already has `allowed_today`."""
+        if allowed_today <= 0:
+            return False
+        counted = self.table.update(
+            {"PK": f"WS#{wsid}", "SK": f"EXECCOUNT#{day}"},
+            "ADD #n :one SET #ttl = :ttl",
+            condition="attribute_not_exists(#n) OR #n < :allowed",
+            names={"#n": "started", "#ttl": "ttl"},
+            values={":one": 1, ":allowed": allowed_today, ":ttl": expires},
+        )
+        return counted is not None
+
+    def executions_started(self, wsid: str, days: list[str]) -> int:
+        """Executions started on the given days (GetItem of each day's counter, in one batch)."""
+        if not days:
+            return 0
+        counters = self.table.batch_get([(f"WS#{wsid}", f"EXECCOUNT#{day}") for day in days])
+        return sum(int(c.get("started", 0)) for c in counters)
+
     def transition(
         self, eid: str, to: ExecutionStatus, *, allowed_from: Iterable[ExecutionStatus], **fields: Any
     ) -> Item | None:
