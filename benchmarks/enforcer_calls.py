@@ -5,7 +5,7 @@ sort key `<time>#<wsid>#<flow>`) up to now, so its cost should follow the flows 
 flows that are active: goal calls(10,000 active) / calls(10 active) <= 1.2.
 
 A fresh interpreter opens `moto.mock_aws` and provisions template.yaml with the functions' environment
-(as the handler tests do, `benchmarks.workflow_decisions.provision_template`). Through the real services
+(as the handler tests do, `benchmarks.moto_support.provision_template`). Through the real services
 it creates a contract, an org admin and DUE_WORKSPACES limited workspaces with DUE_PER_WORKSPACE flows
 each (5: the template's default quota of active flows per limited workspace): the 10 flows that will be
 due. Time is a frame of its own, from S0 (now): round k activates the 10 (an `ActivationService` built as
@@ -58,15 +58,22 @@ from typing import Any
 if __package__ in {None, ""}:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import Options, Row
-from benchmarks.workflow_decisions import (
+from benchmarks.moto_support import (
+    FLOW_SCRIPT,
     CallLog,
     counting_calls,
     isolated_aws_environment,
+    make_member,
+    moto_query_timer,
+    moto_table,
+    partition_size,
     provision_template,
+    put_plain_item,
     root_principal,
-    run_child,
+    run_rounds_child,
+    script_main,
 )
+from benchmarks.run import Options, Row
 
 GOAL_RATIO = 1.2
 DUE_WORKSPACES = 2
@@ -78,7 +85,6 @@ BULK_PER_WORKSPACE = 5
 # of case B takes about 11 s on two cores (see the module's docstring), one of case A 0.1 s.
 MEASURE_BUDGET_SECONDS = 20.0
 PASSWORD = "bench-admin-password-1"  # noqa: S105 - a user of a throwaway moto account
-FLOW_SCRIPT = "def handler(system, this, inputs):\n    return this.success('ok')\n"
 CASES = ("A", "B")
 
 
@@ -110,24 +116,11 @@ def _world(table: str, start: datetime) -> _World:
     from flowgate.activation.adapters import FlowMessageRunner, SqsFifoMessageQueue
     from flowgate.activation.service import ActivationService
     from flowgate.flows.models import PutFlowRequest
-    from flowgate.identity.auth import principal_of
-    from flowgate.identity.models import (
-        CreateContractRequest,
-        CreateMemberRequest,
-        CreateWorkspaceRequest,
-        Role,
-    )
+    from flowgate.identity.models import CreateContractRequest, CreateWorkspaceRequest, Role
 
     ids = identity.service()
     cid = ids.create_contract(root_principal(), CreateContractRequest(name="bench-enforcer")).id
-    made = ids.create_member(
-        root_principal(),
-        cid,
-        CreateMemberRequest(username="bench-enforcer-admin", password=PASSWORD, role=Role.ORG_ADMIN),
-    )
-    user = identity.store().get_user(made.id)
-    assert user is not None
-    admin = principal_of(user)
+    admin = make_member(root_principal(), cid, "bench-enforcer-admin", PASSWORD, Role.ORG_ADMIN)
     due: list[tuple[str, str]] = []
     for w in range(DUE_WORKSPACES):
         ws = ids.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"sandbox-{w}")).id
@@ -146,19 +139,6 @@ def _world(table: str, start: datetime) -> _World:
         clock=clock,
     )
     return _World(svc, activation.enforcer(), clock, admin, due, table)
-
-
-def _moto_table(name: str) -> Any:
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.dynamodb.models import dynamodb_backends
-
-    return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(name)
-
-
-def _partition_size(table: str, pk: str) -> int:
-    from moto.dynamodb.models.dynamo_type import DynamoType
-
-    return len(_moto_table(table).items.get(DynamoType({"S": pk}), {}))
 
 
 def _captured_activation(template: Mapping[str, Any], wsid: str, flow: str, activated: datetime) -> list[Any]:
@@ -211,12 +191,11 @@ def _add_bulk(
     moments (whole milliseconds) between `earliest` and `latest`, written straight into moto's table as
     `ActivationStore.activate` writes them. How many items were written, by kind."""
     from flowgate.activation.store import counter_key
-    from flowgate.db import _to_wire
 
     span_ms = int((latest - earliest).total_seconds() * 1000)
     if span_ms <= 0:
         raise RuntimeError("the runtime limit is too short for this benchmark's time frame")
-    moto = _moto_table(world.table)
+    moto = moto_table(world.table)
     rng = random.Random(count)  # noqa: S311 - times of test data, not secrets
     counters: Counter[str] = Counter()
     written: Counter[str] = Counter()
@@ -226,7 +205,7 @@ def _add_bulk(
         activated = earliest + timedelta(milliseconds=rng.randrange(span_ms + 1))
         for write in _captured_activation(template, wsid, flow, activated):
             if write.kind == "Put" and write.item is not None:
-                moto.put_item(_to_wire(write.item))
+                put_plain_item(moto, write.item)
                 pk, sk = str(write.item["PK"]), str(write.item["SK"])
                 written[pk if pk.startswith("DUE#") else sk.split("#", 1)[0]] += 1
             elif write.kind == "Update" and dict(write.key) == counter_key(wsid):
@@ -234,7 +213,7 @@ def _add_bulk(
             else:
                 raise RuntimeError(f"ActivationStore.activate wrote something unexpected: {write}")
     for wsid, active in counters.items():  # what `ADD active :one` leaves after `active` activations
-        moto.put_item(_to_wire({**counter_key(wsid), "active": active}))
+        put_plain_item(moto, {**counter_key(wsid), "active": active})
         written["ACTIVEFLOWS"] += 1
     return dict(written)
 
@@ -316,26 +295,6 @@ def _install_hooks(hooks: _Hooks) -> None:
         client.meta.events.register("after-call", hooks.after_call, unique_id="bench-enforcer-queries")
 
 
-@contextmanager
-def _moto_query_timer(inside: list[float]) -> Iterator[None]:
-    """Adds the seconds spent in moto's Table.query to inside[0]."""
-    from unittest import mock
-
-    from moto.dynamodb.models.table import Table as MotoTable
-
-    original = MotoTable.query
-
-    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - start
-
-    with mock.patch.object(MotoTable, "query", timed):
-        yield
-
-
 def _one_round(world: _World, hooks: _Hooks, moment: datetime) -> dict[str, Any]:
     """Activate the due flows at `moment`, then run the enforcer once at their stop time, counted."""
     from flowgate.activation import rules
@@ -349,7 +308,7 @@ def _one_round(world: _World, hooks: _Hooks, moment: datetime) -> dict[str, Any]
     hooks.reset()
     log = CallLog()
     inside = [0.0]
-    with _moto_query_timer(inside), counting_calls(log):
+    with moto_query_timer(inside), counting_calls(log):
         hooks.on = True
         t0 = time.perf_counter()
         report = world.enforcer.run(run_at)
@@ -422,7 +381,7 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
 
         results: dict[str, Any] = {}
         results["A"] = _rounds(world, hooks, frame, rounds, warmup)
-        results["A"]["table_items"] = len(_moto_table(table).all_items())
+        results["A"]["table_items"] = len(moto_table(table).all_items())
 
         t0 = time.monotonic()
         # Not due at any run: activated after S0 + warning + every round's second, so that even their
@@ -434,11 +393,11 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
         sample = world.svc.state_of("bench-bulk-ws-00000", "bulk-0")
         if sample.status != "active" or not sample.stops_at:
             raise RuntimeError(f"a bulk activation does not read back as active: {sample}")
-        due_sizes = {kind: _partition_size(table, f"DUE#{kind}") for kind in ("STOP", "WARN")}
+        due_sizes = {kind: partition_size(table, f"DUE#{kind}") for kind in ("STOP", "WARN")}
         gc.collect()
         gc.freeze()
         results["B"] = _rounds(world, hooks, frame, rounds, 0)  # warm already
-        results["B"]["table_items"] = len(_moto_table(table).all_items())
+        results["B"]["table_items"] = len(moto_table(table).all_items())
     result = {
         "cases": results,
         "setup_s": round(setup_s, 2),
@@ -542,24 +501,8 @@ def _rows(result: dict[str, Any]) -> list[Row]:
 
 
 def run(options: Options) -> list[Row]:
-    return _rows(
-        run_child(
-            options,
-            "enforcer_calls",
-            "--rounds",
-            str(options.rounds),
-            "--warmup",
-            str(options.warmup),
-            timeout=300.0,
-        )
-    )
+    return _rows(run_rounds_child(options, "enforcer_calls", timeout=300.0))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
-        arguments = dict(zip(sys.argv[3::2], sys.argv[4::2], strict=False))
-        child(Path(sys.argv[2]), int(arguments.get("--rounds", "15")), int(arguments.get("--warmup", "2")))
-        sys.exit(0)
-    from benchmarks.run import main
-
-    sys.exit(main(["--only", "enforcer_calls", *sys.argv[1:]]))
+    sys.exit(script_main("enforcer_calls", child))

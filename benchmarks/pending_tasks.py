@@ -45,17 +45,20 @@ from typing import Any
 if __package__ in {None, ""}:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import Options, Row
-from benchmarks.workflow_decisions import (
+from benchmarks.moto_support import (
     ROOT_DIR,
     CallLog,
     counting_calls,
     enable_platform_workflow,
     isolated_aws_environment,
     make_tenant,
+    moto_query_timer,
+    moto_table,
     provision_template,
-    run_child,
+    run_rounds_child,
+    script_main,
 )
+from benchmarks.run import Options, Row
 
 GOAL_RATIO = 1.2
 OWN_TASKS = 20
@@ -68,13 +71,6 @@ MIN_ROUNDS = 3
 
 
 # ---- the child: build both tables under moto, then time the listings ---------------------------------
-
-
-def _moto_table(name: str) -> Any:
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.dynamodb.models import dynamodb_backends
-
-    return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(name)
 
 
 def _copy_table(source: str, target: str) -> int:
@@ -103,7 +99,7 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
     from flowgate.workflow import rules
     from flowgate.workflow.store import pending_index, task_key
 
-    table = _moto_table(table_name)
+    table = moto_table(table_name)
     key = task_key(template["id"])
     original = table.get_item(DynamoType({"S": key["PK"]}), DynamoType({"S": key["SK"]}))
     if original is None:
@@ -194,24 +190,11 @@ def _time_rounds(
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
     """Interleaved listings, the order alternating each round; per subject the total and the part spent
     in moto's Table.query, in ms. The rounds actually measured (cut to MEASURE_BUDGET_SECONDS)."""
-    from unittest import mock
-
-    from moto.dynamodb.models.table import Table as MotoTable
-
     inside = [0.0]
-    original = MotoTable.query
-
-    def timed_query(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - start
-
     samples: dict[str, dict[str, list[float]]] = {name: {"total": [], "moto": []} for name in subjects}
     names = list(subjects)
     started = time.monotonic()
-    with mock.patch.object(MotoTable, "query", timed_query):
+    with moto_query_timer(inside):
         done = 0
         for index in range(warmup + rounds):
             order = names if index % 2 == 0 else names[::-1]
@@ -280,7 +263,7 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
         }
         subjects = {name: (services[name], tenant.approver, tenant.cid) for name in (small, large)}
         samples, measured = _time_rounds(subjects, rounds, warmup)
-        items = {name: len(_moto_table(name).all_items()) for name in (small, large)}
+        items = {name: len(moto_table(name).all_items()) for name in (small, large)}
     result = {
         "setup_s": round(setup_s, 2),
         "build_s": round(build_s, 2),
@@ -364,24 +347,8 @@ def _rows(result: dict[str, Any]) -> list[Row]:
 
 
 def run(options: Options) -> list[Row]:
-    return _rows(
-        run_child(
-            options,
-            "pending_tasks",
-            "--rounds",
-            str(options.rounds),
-            "--warmup",
-            str(options.warmup),
-            timeout=240.0,
-        )
-    )
+    return _rows(run_rounds_child(options, "pending_tasks", timeout=240.0))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
-        arguments = dict(zip(sys.argv[3::2], sys.argv[4::2], strict=False))
-        child(Path(sys.argv[2]), int(arguments.get("--rounds", "15")), int(arguments.get("--warmup", "2")))
-        sys.exit(0)
-    from benchmarks.run import main
-
-    sys.exit(main(["--only", "pending_tasks", *sys.argv[1:]]))
+    sys.exit(script_main("pending_tasks", child))

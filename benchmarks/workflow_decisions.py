@@ -34,14 +34,11 @@ import contextlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,109 +46,27 @@ from typing import Any
 if __package__ in {None, ""}:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.moto_support import (
+    ROOT_DIR,
+    CallLog,
+    Tenant,
+    counting_calls,
+    enable_platform_workflow,
+    isolated_aws_environment,
+    make_tenant,
+    provision_template,
+    run_child,
+    script_main,
+)
 from benchmarks.run import Options, Row
 
-ROOT_DIR = Path(__file__).resolve().parent.parent
 GOAL_DECISION_CALLS = 3
-ENDPOINT = "http://127.0.0.1:8999/workflow"
 SOURCE_IP = "198.51.100.7"
-PASSWORD_SUFFIX = "-bench-password-1"  # noqa: S105 - users of a throwaway moto account
-FLOW_SCRIPT = "def handler(system, this, inputs):\n    return this.success('ok')\n"
-CHILD_TIMEOUT_SECONDS = 120.0
 TOKEN_WAIT_SECONDS = 5.0
 PHASES = ("auth", "decision", "jobs")
 
 
-# ---- a moto account with the template's resources (shared with benchmarks/pending_tasks.py) ----------
-
-
-def isolated_aws_environment() -> None:
-    """Fake credentials and region in this (child) process, so nothing can reach a real AWS account."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
-    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 - moto's dummy credentials
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-    shared = str(ROOT_DIR / "shared")
-    if shared not in sys.path:
-        sys.path.insert(0, shared)
-
-
-def provision_template() -> dict[str, str]:
-    """Inside `mock_aws`: every resource of template.yaml, the functions' environment set as Lambda sets
-    it (loopback allowed outbound); what `Ref` gives for each resource, by logical id."""
-    import boto3
-
-    from devstack.environment import function_environment
-    from devstack.provision import AwsClients, provision
-    from devstack.template import load_template
-
-    template = load_template(ROOT_DIR / "template.yaml")
-    physical = provision(template, AwsClients.from_session(boto3.session.Session()))
-    os.environ.update(function_environment(template.with_physical(physical).functions()))
-    os.environ["OUTBOUND_ALLOW_LIST"] = "127.0.0.0/8"
-    return {logical: str(resource.ref) for logical, resource in physical.items()}
-
-
-@dataclass
-class Tenant:
-    cid: str
-    ws: str
-    admin: Any  # Principal: an org admin, who requests the operations
-    approver: Any  # Principal: a member holding WORKFLOW_OVERRIDE
-    approver_credentials: tuple[str, str]
-
-
-def root_principal() -> Any:
-    from flowgate.identity.models import Principal
-
-    return Principal(user_id="root", username="root", contract_id=None, role=None, platform_admin=True)
-
-
-def enable_platform_workflow() -> None:
-    from flowgate import workflow
-
-    root = root_principal()
-    workflow.service().set_property(root, "client.main.workflowEndPoint", ENDPOINT)
-    workflow.service().set_property(root, "client.main.workflowEnabled", "1")
-
-
-def make_tenant(tag: str, *, workflow_on: bool = True) -> Tenant:
-    """An enterprise (workflow on), its org admin and approver, a workspace whose deploy runs a flow."""
-    from flowgate import flows, identity, workflow
-    from flowgate.flows.models import PutFlowRequest
-    from flowgate.identity.auth import principal_of
-    from flowgate.identity.models import (
-        CreateContractRequest,
-        CreateMemberRequest,
-        CreateWorkspaceRequest,
-        Privilege,
-        Role,
-    )
-
-    ids = identity.service()
-
-    def member(cid: str, by: Any, name: str, role: Role, *privileges: Privilege) -> Any:
-        made = ids.create_member(
-            by,
-            cid,
-            CreateMemberRequest(
-                username=name, password=name + PASSWORD_SUFFIX, role=role, privileges=list(privileges)
-            ),
-        )
-        user = identity.store().get_user(made.id)
-        assert user is not None
-        return principal_of(user)
-
-    cid = ids.create_contract(root_principal(), CreateContractRequest(name=f"enterprise-{tag}")).id
-    admin = member(cid, root_principal(), f"admin-{tag}", Role.ORG_ADMIN)
-    approver = member(cid, admin, f"approver-{tag}", Role.MEMBER, Privilege.WORKFLOW_OVERRIDE)
-    ws = ids.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"ws-{tag}")).id
-    flows.service().put_flow(admin, ws, "deploy-flow", PutFlowRequest(script=FLOW_SCRIPT))
-    svc = workflow.service()
-    svc.bind_operation(admin, ws, "deploy", "deploy-flow")
-    svc.put_enterprise(admin, cid, {"workflow": workflow_on})
-    return Tenant(cid, ws, admin, approver, (f"approver-{tag}", f"approver-{tag}" + PASSWORD_SUFFIX))
+# ---- the child: held tasks and the handler's events (the world: benchmarks/moto_support.py) ---------
 
 
 def _token_from_queue(queue_url: str, task_id: str) -> str | None:
@@ -239,81 +154,7 @@ def api_event(
     }
 
 
-# ---- counting ---------------------------------------------------------------------------------------
-
-
-def _item_kind(key: Any) -> str:
-    """What kind of item a DynamoDB key names: partition and sort key up to their first `#`, ids left
-    out (`TASK/META`, `WS/FLOW`)."""
-    if not isinstance(key, dict):
-        return "?"
-    parts = [str(key.get(k, {}).get("S", "?")).split("#", 1)[0] for k in ("PK", "SK") if k in key]
-    return "/".join(parts) or "?"
-
-
-SHORT_SERVICE_NAMES = {"dynamodb": "ddb", "stepfunctions": "sfn"}
-
-
-def describe_call(service: str, operation: str, params: dict[str, Any]) -> str:
-    """`service:Operation` (short service names), and for DynamoDB what it touched:
-    `ddb:GetItem(TASK/META)`."""
-    name = f"{SHORT_SERVICE_NAMES.get(service, service)}:{operation}"
-    if service != "dynamodb":
-        return name
-    if operation in ("GetItem", "UpdateItem", "DeleteItem"):
-        return f"{name}({_item_kind(params.get('Key'))})"
-    if operation == "PutItem":
-        return f"{name}({_item_kind(params.get('Item'))})"
-    if operation == "TransactWriteItems":
-        parts = []
-        for entry in params.get("TransactItems", []):
-            for kind, op in entry.items():
-                parts.append(f"{kind} {_item_kind(op.get('Key') or op.get('Item'))}")
-        return f"{name}({', '.join(parts)})"
-    if operation == "Query":
-        return f"{name}({params.get('IndexName', 'table')})"
-    return name
-
-
-@dataclass
-class CallLog:
-    """AWS API calls made on one thread, each as `service:Operation` under the phase it happened in, with
-    what each touched (`describe_call`)."""
-
-    thread: int = field(default_factory=threading.get_ident)
-    phase: str = "before-auth"
-    calls: list[tuple[str, str, str]] = field(default_factory=list)
-    # Count and ScannedCount of each DynamoDB Query answered: the items the key condition selected.
-    query_counts: list[tuple[int, int]] = field(default_factory=list)
-
-    def by_phase(self, phase: str) -> list[str]:
-        return [op for p, op, _ in self.calls if p == phase]
-
-    def details(self, phase: str) -> list[str]:
-        return [detail for p, _, detail in self.calls if p == phase]
-
-
-@contextlib.contextmanager
-def counting_calls(log: CallLog) -> Iterator[None]:
-    """Record every botocore API call the thread of `log` makes (one per operation, retries inside it)."""
-    from unittest import mock
-
-    from botocore.client import BaseClient
-
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]  # private: every client calls it
-
-    def recording(client: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
-        if threading.get_ident() == log.thread:
-            service = client.meta.service_model.service_name
-            detail = describe_call(service, operation_name, api_params)
-            log.calls.append((log.phase, f"{service}:{operation_name}", detail))
-        answer = original(client, operation_name, api_params)
-        if threading.get_ident() == log.thread and operation_name == "Query":
-            log.query_counts.append((int(answer.get("Count", -1)), int(answer.get("ScannedCount", -1))))
-        return answer
-
-    with mock.patch.object(BaseClient, "_make_api_call", recording):
-        yield
+# ---- counting by phase ------------------------------------------------------------------------------
 
 
 def _phase_marks(log: CallLog) -> contextlib.ExitStack:
@@ -404,33 +245,6 @@ def child(result_path: Path) -> None:
 # ---- the benchmark ----------------------------------------------------------------------------------
 
 
-def run_child(
-    options: Options, module: str, *args: str, timeout: float = CHILD_TIMEOUT_SECONDS
-) -> dict[str, Any]:
-    """Run `benchmarks/<module>.py --child <result file> [args]` in a fresh interpreter; its result."""
-    with tempfile.TemporaryDirectory() as scratch:
-        result = Path(scratch) / "result.json"
-        done = subprocess.run(
-            [
-                options.python,
-                str(options.root / "benchmarks" / f"{module}.py"),
-                "--child",
-                str(result),
-                *args,
-            ],
-            cwd=options.root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0 or not result.exists():
-            tail = (done.stderr or done.stdout)[-3000:]
-            raise RuntimeError(f"the {module} child failed (exit {done.returncode}):\n{tail}")
-        loaded: dict[str, Any] = json.loads(result.read_text())
-        return loaded
-
-
 def _rows(outcomes: dict[str, Any]) -> list[Row]:
     """Per decision: one row per phase with its operations in order, then the totals."""
     goal = f"decision calls, auth apart, up to and including SendTaskSuccess <= {GOAL_DECISION_CALLS}"
@@ -495,9 +309,4 @@ def run(options: Options) -> list[Row]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
-        child(Path(sys.argv[2]))
-        sys.exit(0)
-    from benchmarks.run import main
-
-    sys.exit(main(["--only", "workflow_decisions", *sys.argv[1:]]))
+    sys.exit(script_main("workflow_decisions", lambda result_path, _rounds, _warmup: child(result_path)))
