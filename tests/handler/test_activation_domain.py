@@ -76,12 +76,20 @@ class FakeRunner:
     failing: set[str] = field(default_factory=set)  # values of body["n"] whose runs fail
     runs: list[dict[str, Any]] = field(default_factory=list)
 
-    def run(self, workspace_id: str, flow: str, inputs: Any, started_by: str) -> MessageRun:
+    outcomes: dict[str, MessageRun] = field(default_factory=dict)
+
+    def run(
+        self, workspace_id: str, flow: str, inputs: Any, started_by: str, execution_id: str
+    ) -> MessageRun:
         self.runs.append(dict(inputs))
-        eid = f"exec-{len(self.runs)}"
+        ran = MessageRun(execution_id, True)
         if str(inputs["message"].get("n")) in self.failing:
-            return MessageRun(eid, False, "the flow raised ValueError")
-        return MessageRun(eid, True)
+            ran = MessageRun(execution_id, False, "the flow raised ValueError")
+        self.outcomes[execution_id] = ran
+        return ran
+
+    def outcome(self, execution_id: str) -> MessageRun | None:
+        return self.outcomes.get(execution_id)
 
 
 @dataclass
@@ -349,7 +357,7 @@ def test_messages_are_processed_in_order_of_arrival(world: World) -> None:
     listed, _ = world.svc.list_messages(world.alice, world.ws, "orders")
     assert [m.id for m in listed] == [p.id for p in posted]
     assert [(m.status, m.attempts, m.execution_id) for m in listed] == [
-        (MessageStatus.DONE, 1, f"exec-{i + 1}") for i in range(4)
+        (MessageStatus.DONE, 1, eid) for eid in world.runner.outcomes
     ]
     # A duplicate delivery of a finished message runs nothing.
     world.svc.process_message(world.ws, "orders", posted[0].id, 2)
@@ -372,7 +380,11 @@ def test_a_failing_message_is_retried_then_marked_failed(world: World) -> None:
     with pytest.raises(MessageFailed):
         world.svc.process_message(world.ws, "orders", message.id, 3)
     got = world.svc.get_message(world.alice, world.ws, "orders", message.id)
-    assert (got.status, got.attempts, got.execution_id) == (MessageStatus.FAILED, 3, "exec-3")
+    assert (got.status, got.attempts, got.execution_id) == (
+        MessageStatus.FAILED,
+        3,
+        list(world.runner.outcomes)[2],
+    )
     assert got.ttl is not None
     world.svc.process_message(world.ws, "orders", message.id, 4)  # a late redelivery is dropped
     assert len(world.runner.runs) == 3
@@ -717,3 +729,22 @@ def test_a_message_in_flight_at_the_stop_is_discarded_on_redelivery_and_counted(
     assert (got.status, got.discard_reason) == (MessageStatus.DISCARDED, "runtime_limit")
     assert world.svc.state_of(world.ws, "orders").stop.discarded == 1  # type: ignore[union-attr]
     assert world.runner.runs == []
+
+
+def test_a_message_that_ran_before_its_processor_died_is_not_run_again(world: World) -> None:
+    # Given a message whose run succeeded, but whose processor died before marking it done
+    world.svc.activate(world.alice, world.ws, "orders")
+    message = world.svc.post_message(world.alice, world.ws, "orders", {"n": 1})
+    finish = world.svc._finish_message
+    world.svc._finish_message = lambda *args: None  # type: ignore[method-assign]  # the crash
+    world.svc.process_message(world.ws, "orders", message.id, 1)
+    world.svc._finish_message = finish  # type: ignore[method-assign]
+    assert (
+        world.svc.get_message(world.alice, world.ws, "orders", message.id).status == MessageStatus.PROCESSING
+    )
+    # When SQS delivers it again
+    world.svc.process_message(world.ws, "orders", message.id, 2)
+    # Then it is marked done with the first run's execution, and the flow ran once
+    got = world.svc.get_message(world.alice, world.ws, "orders", message.id)
+    assert (got.status, got.execution_id) == (MessageStatus.DONE, next(iter(world.runner.outcomes)))
+    assert len(world.runner.runs) == 1

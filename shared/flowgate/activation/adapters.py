@@ -79,20 +79,32 @@ class EventBridgePublisher:
 class FlowMessageRunner:
     """Creates a flow execution with the message as its input and runs it inline (flows' runner)."""
 
-    def run(self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str) -> MessageRun:
+    def run(
+        self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str, execution_id: str
+    ) -> MessageRun:
         from flowgate import flows
-        from flowgate.errors import NotFound
-        from flowgate.flows.models import ExecutionStatus
+        from flowgate.errors import Conflict, NotFound
 
         try:
-            item = flows.service().create_flow_execution(
-                workspace_id, flow, inputs, started_by, source="message"
+            flows.service().create_flow_execution(
+                workspace_id, flow, inputs, started_by, source="message", id=execution_id
             )
         except NotFound as exc:
             return MessageRun(None, False, exc.message)
-        flows.execution_runner().run_claimed(item["id"])
-        ended = flows.store().get_execution(item["id"]) or {}
-        status = ended.get("status")
-        if status == ExecutionStatus.SUCCESS:
-            return MessageRun(item["id"], True)
-        return MessageRun(item["id"], False, ended.get("message") or f"the execution ended {status}")
+        except Conflict:
+            pass  # created by an attempt that died before running it: run that one (claimed once)
+        flows.execution_runner().run_claimed(execution_id)
+        return self.outcome(execution_id) or MessageRun(execution_id, False, "the execution did not end")
+
+    def outcome(self, execution_id: str) -> MessageRun | None:
+        from flowgate import flows
+        from flowgate.flows.models import ExecutionStatus
+
+        ended = flows.store().get_execution(execution_id)
+        if ended is None or not ExecutionStatus(ended["status"]).final:
+            return None
+        if ended["status"] == ExecutionStatus.SUCCESS:
+            return MessageRun(execution_id, True)
+        return MessageRun(
+            execution_id, False, ended.get("message") or f"the execution ended {ended['status']}"
+        )

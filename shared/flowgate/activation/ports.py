@@ -39,6 +39,12 @@ class EventPublisher(Protocol):
 
 
 class MessageRunner(Protocol):
-    def run(self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str) -> MessageRun:
-        """Run the flow's current script once with `inputs`, inline, and say how it ended."""
+    def run(
+        self, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str, execution_id: str
+    ) -> MessageRun:
+        """Run the flow's current script once with `inputs`, inline, as execution `execution_id`."""
+        ...
+
+    def outcome(self, execution_id: str) -> MessageRun | None:
+        """How an earlier run ended (succeeded or not), or None while it runs or if it never started."""
         ...

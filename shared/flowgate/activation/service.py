@@ -20,6 +20,7 @@ from flowgate.activation.models import (
     AuditRecord,
     FlowActivation,
     MessageFailed,
+    MessageRun,
     MessageStatus,
     QueuedMessage,
     StopReason,
@@ -308,7 +309,17 @@ class ActivationService:
         ):
             self._drop(message, activation)
             return
+        earlier = message.get("attempt_execution")
+        if message["status"] == MessageStatus.PROCESSING and earlier:
+            # Delivered again while marked processing: the processor that ran it may have died after
+            # the run but before recording it. A run that succeeded is not run a second time.
+            ran = self.runner.outcome(str(earlier))
+            if ran is not None and ran.succeeded:
+                self._finish_message(message, ran)
+                return
         now = self._now()
+        attempt = int(message.get("attempts") or 0) + 1
+        execution_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowgate:message:{message_id}:{attempt}"))
         claimed = self.store.transition_message(
             wsid,
             flow,
@@ -317,32 +328,23 @@ class ActivationService:
             allowed_from=[MessageStatus.QUEUED, MessageStatus.PROCESSING],
             add_attempt=True,
             started_at=rules.iso_ms(now),
+            attempt_execution=execution_id,
         )
         if claimed is None:
             return  # discarded (or finished) in the meantime
         inputs = {"message": message["body"], "message_id": message_id}
+        ran_id: str | None
         try:
-            run = self.runner.run(wsid, flow, inputs, message.get("posted_by") or "system")
-            execution_id, succeeded, error = run.execution_id, run.succeeded, run.error
+            run = self.runner.run(wsid, flow, inputs, message.get("posted_by") or "system", execution_id)
+            ran_id, succeeded, error = run.execution_id, run.succeeded, run.error
         except Exception as exc:  # the platform failed, not the flow: the same retry path
             logger.exception("running a message failed", extra={"message_id": message_id})
-            execution_id, succeeded, error = None, False, f"internal error: {type(exc).__name__}"
+            ran_id, succeeded, error = None, False, f"internal error: {type(exc).__name__}"
+        if succeeded:
+            self._finish_message(message, MessageRun(ran_id, True))
+            return
         ended = self._now()
         ttl = rules.retention_ttl(ended, int(message.get("retention_days") or 1))
-        if succeeded:
-            self.store.transition_message(
-                wsid,
-                flow,
-                message_id,
-                MessageStatus.DONE,
-                allowed_from=[MessageStatus.PROCESSING],
-                final=True,
-                execution_id=execution_id,
-                ended_at=rules.iso_ms(ended),
-                error=None,
-                ttl=ttl,
-            )
-            return
         last = receive_count >= self.settings.max_attempts
         self.store.transition_message(
             wsid,
@@ -351,12 +353,27 @@ class ActivationService:
             MessageStatus.FAILED if last else MessageStatus.QUEUED,
             allowed_from=[MessageStatus.PROCESSING],
             final=last,
-            execution_id=execution_id,
+            execution_id=ran_id,
             error=error or "the flow failed",
             ended_at=rules.iso_ms(ended) if last else None,
             ttl=ttl if last else None,
         )
         raise MessageFailed(f"message {message_id} failed (attempt {receive_count}): {error}")
+
+    def _finish_message(self, message: Item, run: MessageRun) -> None:
+        ended = self._now()
+        self.store.transition_message(
+            message["workspace_id"],
+            message["flow"],
+            message["id"],
+            MessageStatus.DONE,
+            allowed_from=[MessageStatus.PROCESSING],
+            final=True,
+            execution_id=run.execution_id,
+            ended_at=rules.iso_ms(ended),
+            error=None,
+            ttl=rules.retention_ttl(ended, int(message.get("retention_days") or 1)),
+        )
 
     def _drop(self, message: Item, activation: Item | None) -> None:
         """A message whose activation ended: discard it and count it on that activation's stop."""
