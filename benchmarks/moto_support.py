@@ -94,16 +94,10 @@ def isolated_aws_environment() -> None:
 def provision_template() -> dict[str, str]:
     """Inside `mock_aws`: every resource of template.yaml, the functions' environment set as Lambda sets
     it (loopback allowed outbound); what `Ref` gives for each resource, by logical id."""
-    import boto3
+    from devstack.provision import provision_account
 
-    from devstack.environment import function_environment
-    from devstack.provision import AwsClients, provision
-    from devstack.template import load_template
-
-    template = load_template(ROOT_DIR / "template.yaml")
-    physical = provision(template, AwsClients.from_session(boto3.session.Session()))
-    os.environ.update(function_environment(template.with_physical(physical).functions()))
-    os.environ["OUTBOUND_ALLOW_LIST"] = "127.0.0.0/8"
+    physical, environment = provision_account(ROOT_DIR / "template.yaml")
+    os.environ.update(environment)
     return {logical: str(resource.ref) for logical, resource in physical.items()}
 
 

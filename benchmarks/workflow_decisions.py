@@ -38,7 +38,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -59,6 +58,7 @@ from benchmarks.moto_support import (
     script_main,
 )
 from benchmarks.run import Options, Row
+from devstack.lambdas import LambdaContext
 
 GOAL_DECISION_CALLS = 3
 SOURCE_IP = "198.51.100.7"
@@ -110,20 +110,6 @@ def load_handler(function: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "workflow"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:workflow"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = "bench"
-    log_group_name: str = "/aws/lambda/workflow"
-    log_stream_name: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15000
 
 
 def api_event(
@@ -212,7 +198,7 @@ def _decide(handler: ModuleType, tenant: Tenant, task_id: str, decision: str) ->
     log = CallLog()
     event = api_event("POST", f"/api/object/task/{task_id}/action/{decision}", tenant.approver_credentials)
     with _phase_marks(log), counting_calls(log):
-        answer = handler.handler(event, LambdaContext())
+        answer = handler.handler(event, LambdaContext.for_function("workflow"))
     item = workflow.store().get_task(task_id) or {}
     return {
         "status": answer["statusCode"],

@@ -51,6 +51,21 @@ class LambdaContext:
         """Milliseconds left before the function's Timeout."""
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
+    @classmethod
+    def for_function(
+        cls, name: str, *, timeout_seconds: float = 15, memory_mb: int = 512, region: str = "us-east-1"
+    ) -> LambdaContext:
+        """A fresh context for one invocation of the function `name`."""
+        return cls(
+            function_name=name,
+            invoked_function_arn=f"arn:aws:lambda:{region}:123456789012:function:{name}",
+            memory_limit_in_mb=memory_mb,
+            log_group_name=f"/aws/lambda/{name}",
+            log_stream_name=f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}",
+            aws_request_id=str(uuid.uuid4()),
+            deadline=time.monotonic() + timeout_seconds,
+        )
+
 
 @dataclass
 class FunctionInstance:
@@ -84,15 +99,11 @@ class FunctionPool:
 
     def context(self) -> LambdaContext:
         """A fresh Lambda context for one invocation."""
-        return LambdaContext(
-            function_name=self.spec.name,
-            invoked_function_arn=self.spec.arn,
-            memory_limit_in_mb=self.spec.memory_mb,
-            log_group_name=f"/aws/lambda/{self.spec.name}",
-            log_stream_name=f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}",
-            aws_request_id=str(uuid.uuid4()),
-            deadline=time.monotonic() + self.spec.timeout_seconds,
+        context = LambdaContext.for_function(
+            self.spec.name, timeout_seconds=self.spec.timeout_seconds, memory_mb=self.spec.memory_mb
         )
+        context.invoked_function_arn = self.spec.arn
+        return context
 
     @contextmanager
     def instance(self) -> Iterator[FunctionInstance]:

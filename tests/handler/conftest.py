@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
-from devstack.environment import function_environment
-from devstack.provision import AwsClients, provision
-from devstack.template import load_template
+from devstack.lambdas import LambdaContext
+from devstack.provision import provision_account
 from flowgate import activation, config, connectors, db, flows, identity, queue, secrets, workflow
 from tests.conftest import ROOT
 
@@ -59,11 +57,9 @@ def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     as Lambda would set it; yields the table name."""
     _clear_caches()
     with mock_aws():
-        template = load_template(ROOT / "template.yaml")
-        physical = provision(template, AwsClients.from_session(boto3.session.Session()))
-        for name, value in function_environment(template.with_physical(physical).functions()).items():
+        physical, environment = provision_account(ROOT / "template.yaml")
+        for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setenv("OUTBOUND_ALLOW_LIST", "127.0.0.0/8,::1")
         yield physical["Table"].ref
     _clear_caches()
 
@@ -81,18 +77,9 @@ def load_function(name: str, module: str = "app") -> ModuleType:
     return loaded
 
 
-@dataclass
-class Context:
-    function_name: str = "identity"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:identity"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = "req"
-    log_group_name: str = "/aws/lambda/identity"
-    log_stream_name: str = "stream"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15000
+def lambda_context(function_name: str = "identity") -> LambdaContext:
+    """A Lambda context for one invocation, as the local stack gives its handlers."""
+    return LambdaContext.for_function(function_name)
 
 
 @dataclass
@@ -111,7 +98,7 @@ class Api:
 
     def __init__(self, module: ModuleType, function: str) -> None:
         self.module = module
-        self.context = Context(function_name=function)
+        self.function = function
 
     def call(
         self,
@@ -154,7 +141,7 @@ class Api:
                 "identity": {"sourceIp": "198.51.100.7"},
             },
         }
-        result = self.module.handler(event, self.context)
+        result = self.module.handler(event, lambda_context(self.function))
         headers_out = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
         headers_out.update(result.get("headers") or {})
         text = result.get("body") or ""

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.handler.conftest import Api, Context, Tenant, load_function
+from tests.handler.conftest import Api, Tenant, lambda_context, load_function
 
 A = "/api/latest"
 CONSUMER = (
@@ -88,8 +88,8 @@ def test_the_scheduled_enforcer_stops_a_due_flow_once(short_limit: None, flows_a
     time.sleep(1.1)
     enforcer = load_function("enforcer")
     # When the schedule fires twice (a duplicate event)
-    first = enforcer.handler(scheduled_event(), Context(function_name="enforcer"))
-    second = enforcer.handler(scheduled_event(), Context(function_name="enforcer"))
+    first = enforcer.handler(scheduled_event(), lambda_context(function_name="enforcer"))
+    second = enforcer.handler(scheduled_event(), lambda_context(function_name="enforcer"))
     # Then the flow stopped once, its queued messages discarded and counted
     assert (first["stopped"], second["stopped"]) == (1, 0)
     flow = flows_api.call("GET", path, token=a.admin_token).body
@@ -97,7 +97,7 @@ def test_the_scheduled_enforcer_stops_a_due_flow_once(short_limit: None, flows_a
     assert (flow["stop"]["reason"], flow["stop"]["discarded"]) == ("runtime_limit", 2)
     # and the processor drops their deliveries without running anything
     processor = load_function("flows", "messages")
-    result = processor.handler({"Records": fifo_records()}, Context(function_name="messages"))
+    result = processor.handler({"Records": fifo_records()}, lambda_context(function_name="messages"))
     assert result == {"batchItemFailures": []}
     executions = flows_api.call(
         "GET", f"{A}/workspaces/{a.workspace_id}/executions", token=a.admin_token
@@ -116,7 +116,7 @@ def test_the_processor_runs_messages_of_a_full_workspace(flows_api: Api, root_to
     ]
     # When Lambda hands the FIFO records to the processor
     processor = load_function("flows", "messages")
-    assert processor.handler({"Records": fifo_records()}, Context(function_name="messages")) == {
+    assert processor.handler({"Records": fifo_records()}, lambda_context(function_name="messages")) == {
         "batchItemFailures": []
     }
     # Then each message ran as an execution of the flow, in order, with the message as input

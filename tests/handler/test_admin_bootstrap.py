@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.handler.conftest import Api, Context, load_function
+from tests.handler.conftest import Api, lambda_context, load_function
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -58,8 +58,8 @@ def test_create_makes_the_admin_once_and_reports_success(aws: str, response_url)
     )["ARN"]
     module = load_function("identity")
     # When CloudFormation creates, then updates, the resource
-    module.handler(_event("Create", url, secret), Context())
-    module.handler(_event("Update", url, secret), Context())
+    module.handler(_event("Create", url, secret), lambda_context())
+    module.handler(_event("Update", url, secret), lambda_context())
     # Then both report SUCCESS and the admin can log in
     assert [r["Status"] for r in received] == ["SUCCESS", "SUCCESS"]
     assert received[0]["PhysicalResourceId"] == "AdminBootstrap"
@@ -71,7 +71,7 @@ def test_create_makes_the_admin_once_and_reports_success(aws: str, response_url)
 def test_a_failure_is_reported_not_swallowed(aws: str, response_url):
     url, received = response_url
     module = load_function("identity")
-    module.handler(_event("Create", url, "no-such-secret"), Context())
+    module.handler(_event("Create", url, "no-such-secret"), lambda_context())
     assert received[0]["Status"] == "FAILED"
     assert "ResourceNotFoundException" in received[0]["Reason"]
 
@@ -79,5 +79,5 @@ def test_a_failure_is_reported_not_swallowed(aws: str, response_url):
 def test_delete_leaves_the_admin_alone(aws: str, response_url):
     url, received = response_url
     module = load_function("identity")
-    module.handler(_event("Delete", url, "ignored"), Context())
+    module.handler(_event("Delete", url, "ignored"), lambda_context())
     assert received[0]["Status"] == "SUCCESS"

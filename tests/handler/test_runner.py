@@ -31,7 +31,7 @@ from flowgate.flows.models import ExecutionStatus
 from flowgate.identity.auth import iso, now
 from flowgate.observability import logger
 from tests.conftest import ROOT
-from tests.handler.conftest import Api, Context, Tenant, load_function, make_tenant
+from tests.handler.conftest import Api, Tenant, lambda_context, load_function, make_tenant
 
 A = "/api/latest"
 SECRET = "vault-Only-Key-7f3a9c"
@@ -106,13 +106,6 @@ class Queue:
 
 def event(*records: dict[str, Any]) -> dict[str, Any]:
     return {"Records": list(records)}
-
-
-RUNNER_CONTEXT = Context(
-    function_name="runner",
-    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:runner",
-    log_group_name="/aws/lambda/runner",
-)
 
 
 # ---- a peer on loopback ------------------------------------------------------------------------------------
@@ -230,7 +223,7 @@ class Rig:
 
     def handle(self, records: list[dict[str, Any]], runner: ModuleType | None = None) -> dict[str, Any]:
         """One invocation of the runner (of this container, or of `runner`) with these records."""
-        answer: dict[str, Any] = (runner or self.runner).handler(event(*records), RUNNER_CONTEXT)
+        answer: dict[str, Any] = (runner or self.runner).handler(event(*records), lambda_context("runner"))
         return answer
 
     def deliver(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -462,7 +455,7 @@ def test_a_malformed_record_fails_alone_and_the_good_one_of_the_batch_runs(rig: 
     incomplete = rig.queue.forged(json.dumps({"version": 1, "execution_id": eid}))
 
     # When the runner gets the batch
-    answer = rig.runner.handler(event(not_json, *good, incomplete), RUNNER_CONTEXT)
+    answer = rig.runner.handler(event(not_json, *good, incomplete), lambda_context("runner"))
 
     # Then only the malformed records are reported for retry, and the good one ran
     failed = sorted(item["itemIdentifier"] for item in answer["batchItemFailures"])
@@ -475,7 +468,7 @@ def test_a_message_for_an_unknown_execution_is_dropped(rig: Rig):
     record = rig.queue.forged(
         json.dumps({"version": 1, "execution_id": str(uuid.uuid4()), "workspace_id": "w"})
     )
-    assert rig.runner.handler(event(record), RUNNER_CONTEXT) == {"batchItemFailures": []}
+    assert rig.runner.handler(event(record), lambda_context("runner")) == {"batchItemFailures": []}
 
 
 def test_a_cancelled_execution_is_not_run(rig: Rig, peer: Peer):
