@@ -287,10 +287,9 @@ class _Hooks:
 
 
 def _install_hooks(hooks: _Hooks) -> None:
-    from flowgate import db
-    from flowgate.activation import adapters
+    from flowgate import aws
 
-    for client in (db._client(), adapters._events()):
+    for client in (aws.dynamodb(), aws.events()):
         client.meta.events.register("before-call", hooks.before_call, unique_id="bench-enforcer-calls")
         client.meta.events.register("after-call", hooks.after_call, unique_id="bench-enforcer-queries")
 

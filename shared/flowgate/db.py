@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from flowgate import aws
 from flowgate.errors import BadRequest, Conflict
 
 if TYPE_CHECKING:
@@ -21,13 +22,6 @@ Item = dict[str, Any]
 
 # DynamoDB accepts at most this many items in one TransactWriteItems call.
 MAX_TRANSACTION_ITEMS = 100
-
-
-@functools.cache
-def _client() -> DynamoDBClient:
-    import boto3  # imported on first use: keeps it out of routes that never touch the table
-
-    return boto3.client("dynamodb")
 
 
 @functools.cache
@@ -137,7 +131,7 @@ class Table:
 
     @property
     def client(self) -> DynamoDBClient:
-        return self._injected or _client()
+        return self._injected or aws.dynamodb()
 
     def get(self, pk: str, sk: str) -> Item | None:
         raw = self.client.get_item(

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING
 
+from flowgate import aws
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-
-@functools.cache
-def _client() -> SQSClient:
-    import boto3
-
-    return boto3.client("sqs")
 
 
 class ExecutionQueue:
@@ -24,4 +18,4 @@ class ExecutionQueue:
 
     def send(self, execution_id: str, workspace_id: str) -> None:
         body = json.dumps({"version": 1, "execution_id": execution_id, "workspace_id": workspace_id})
-        (self._injected or _client()).send_message(QueueUrl=self.url, MessageBody=body)
+        (self._injected or aws.sqs()).send_message(QueueUrl=self.url, MessageBody=body)

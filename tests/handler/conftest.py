@@ -20,7 +20,8 @@ from moto import mock_aws
 
 from devstack.lambdas import LambdaContext
 from devstack.provision import provision_account
-from flowgate import activation, config, connectors, db, flows, identity, queue, secrets, workflow
+from flowgate import activation, config, connectors, db, flows, identity, workflow
+from flowgate import aws as aws_clients  # "aws" is the moto fixture
 from tests.conftest import ROOT
 
 ADMIN = ("platform-admin", "platform-admin-password")
@@ -29,10 +30,12 @@ ADMIN = ("platform-admin", "platform-admin-password")
 def _clear_caches() -> None:
     for cached in (
         config.get_settings,
-        db._client,
+        aws_clients.dynamodb,
+        aws_clients.sqs,
+        aws_clients.secretsmanager,
+        aws_clients.stepfunctions,
+        aws_clients.events,
         db._codec,
-        secrets._client,
-        queue._client,
         identity.store,
         identity.authenticator,
         identity.service,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from flowgate import aws as aws_clients  # "aws" is the moto fixture
 from flowgate import db, flows, identity
 from flowgate.activation import rules
 from flowgate.activation.enforcer import WARNING_EVENT, Enforcer
@@ -207,7 +208,15 @@ def atomic_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.RLock()
-    for name in ("get_item", "query", "put_item", "update_item", "delete_item", "transact_write_items"):
+    for name in (
+        "get_item",
+        "batch_get_item",
+        "query",
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+    ):
         original = getattr(DynamoDBBackend, name)
 
         def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
@@ -573,7 +582,7 @@ def calls(aws: str) -> Iterator[Calls]:
     def after(parsed: dict[str, Any], **_: Any) -> None:
         seen.items_read += len(parsed.get("Items", []))
 
-    events = db._client().meta.events
+    events = aws_clients.dynamodb().meta.events
     events.register("before-call.dynamodb", before, unique_id="count-calls")
     events.register("after-call.dynamodb.Query", after, unique_id="count-items")
     yield seen
@@ -583,7 +592,7 @@ def calls(aws: str) -> Iterator[Calls]:
 
 def _bulk_active(table: str, wsid: str, count: int, started: datetime, runtime: int) -> None:
     """`count` active limited flows (activation items and due entries) written directly, fast."""
-    client = db._client()
+    client = aws_clients.dynamodb()
     stamp = rules.iso_ms(started)
     stop = started + timedelta(seconds=runtime)
     items: list[dict[str, Any]] = []

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from flowgate import db, flows, identity
+from flowgate import aws as aws_clients  # "aws" is the moto fixture
+from flowgate import flows, identity
 from flowgate.db import Table
 from flowgate.errors import BadRequest, Conflict, FlowgateError, Forbidden, Gone, NotFound, PayloadTooLarge
 from flowgate.identity.auth import principal_of
@@ -223,7 +224,15 @@ def atomic_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.RLock()
-    for name in ("get_item", "query", "put_item", "update_item", "delete_item", "transact_write_items"):
+    for name in (
+        "get_item",
+        "batch_get_item",
+        "query",
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+    ):
         original = getattr(DynamoDBBackend, name)
 
         def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
@@ -772,7 +781,7 @@ def test_pending_listing_reads_only_the_enterprises_held_tasks(world: World) -> 
         if model.name in ("Query", "Scan"):
             reads.append({"op": model.name, "scanned": parsed.get("ScannedCount")})
 
-    client = db._client()
+    client = aws_clients.dynamodb()
     client.meta.events.register("after-call.dynamodb", seen)
     try:
         listed, _ = world.svc.pending_tasks(world.approver, world.cid)

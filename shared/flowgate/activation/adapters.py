@@ -3,11 +3,11 @@ flows runner that executes one message inline."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flowgate import aws
 from flowgate.activation.models import MessageRun
 
 if TYPE_CHECKING:
@@ -16,20 +16,6 @@ if TYPE_CHECKING:
 
 # Version of the queue message body; the SQS handler rejects versions it does not know.
 MESSAGE_BODY_VERSION = 1
-
-
-@functools.cache
-def _sqs() -> SQSClient:
-    import boto3
-
-    return boto3.client("sqs")
-
-
-@functools.cache
-def _events() -> EventBridgeClient:
-    import boto3
-
-    return boto3.client("events")
 
 
 class SqsFifoMessageQueue:
@@ -47,7 +33,7 @@ class SqsFifoMessageQueue:
             "flow": flow,
             "message_id": message_id,
         }
-        (self._injected or _sqs()).send_message(
+        (self._injected or aws.sqs()).send_message(
             QueueUrl=self.url,
             MessageBody=json.dumps(body),
             MessageGroupId=f"{workspace_id}#{flow}",
@@ -62,7 +48,7 @@ class EventBridgePublisher:
         self._injected: EventBridgeClient | None = client
 
     def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
-        answer = (self._injected or _events()).put_events(
+        answer = (self._injected or aws.events()).put_events(
             Entries=[
                 {
                     "Source": self.source,

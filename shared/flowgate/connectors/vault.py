@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from flowgate import aws
 from flowgate.errors import Conflict
 
 if TYPE_CHECKING:
@@ -31,11 +32,7 @@ class Vault:
 
     @property
     def client(self) -> SecretsManagerClient:
-        if self._client is None:
-            import boto3  # on first use: routes that never touch the vault do not pay for it
-
-            self._client = boto3.client("secretsmanager")
-        return self._client
+        return self._client or aws.secretsmanager()
 
     def secret_id(self, wsid: str, name: str) -> str:
         return f"flowgate/{self.stage}/ws/{wsid}/{name}"

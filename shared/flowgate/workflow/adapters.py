@@ -7,10 +7,10 @@ already used answers InvalidToken on moto and TaskTimedOut on AWS, and both mean
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from flowgate import aws
 from flowgate.observability import logger
 
 if TYPE_CHECKING:
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
 ALREADY_RELEASED = ("InvalidToken", "TaskTimedOut", "TaskDoesNotExist")
 
 
-@functools.cache
-def _client() -> SFNClient:
-    import boto3
-
-    return boto3.client("stepfunctions")
-
-
 class StepFunctionsHolds:
     def __init__(self, state_machine_arn: str, client: SFNClient | None = None) -> None:
         self.state_machine_arn = state_machine_arn
@@ -35,7 +28,7 @@ class StepFunctionsHolds:
 
     @property
     def client(self) -> SFNClient:
-        return self._injected or _client()
+        return self._injected or aws.stepfunctions()
 
     def hold(self, task_id: str, request_id: str, timeout_seconds: int) -> None:
         payload = {"task_id": task_id, "request_id": request_id, "timeout_seconds": timeout_seconds}
