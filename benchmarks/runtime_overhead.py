@@ -7,7 +7,7 @@ What is measured, in this process (as a warm runner container would run it):
   JSON-lines protocol, the run directory, and killing and reaping the child.
 * the baseline: `<interpreter> -I -S -B -c pass` started the way the sandbox starts its child (same
   interpreter, flags, minimal environment, pipes, new session and, as root, uid/gid 65534), waited for.
-  The interpreter is the sandbox's own choice (`sandbox._interpreter()`): ours, or, when this process is
+  The interpreter is the sandbox's own choice (`sandbox.interpreter()`): ours, or, when this process is
   root, a system Python of the same minor version that uid 65534 can run. The baseline row names it.
 * per RPC: a script making N `system.secret_names()` calls against one making none; (difference of the
   medians) / N.
@@ -88,7 +88,7 @@ def _script_sample(sandbox: Any, script: str) -> Callable[[], float]:
 
 
 def _baseline_sample(sandbox: Any, interpreter: str, drop: bool) -> Callable[[], float]:
-    """A bare interpreter start, spawned with what `sandbox._spawn` passes (minus the script's work)."""
+    """A bare interpreter start, spawned with what the sandbox passes (minus the script's work)."""
 
     def run() -> float:
         with tempfile.TemporaryDirectory(prefix="flowgate-bench-") as home:
@@ -98,7 +98,7 @@ def _baseline_sample(sandbox: Any, interpreter: str, drop: bool) -> Callable[[],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=sandbox._child_env(Path(home)),
+                env=sandbox.child_env(Path(home)),
                 cwd="/",
                 start_new_session=True,
                 close_fds=True,
@@ -129,8 +129,8 @@ def _stats(ms: list[float], base: float) -> dict[str, float | int | str]:
 
 def run(options: Options) -> list[Row]:
     sandbox = _sandbox()
-    interpreter: str = sandbox._interpreter()
-    drop: bool = sandbox._dropping_privileges()
+    interpreter: str = sandbox.interpreter()
+    drop: bool = sandbox.dropping_privileges()
     who = f"uid {sandbox.SANDBOX_UID}" if drop else "own uid"
 
     subjects: dict[str, Callable[[], float]] = {

@@ -445,7 +445,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _dropping_privileges() -> bool:
+def dropping_privileges() -> bool:
     return os.geteuid() == 0
 
 
@@ -466,7 +466,7 @@ def _run_directory() -> Iterator[tuple[Path, Path]]:
         for name, source in _runtime_sources().items():
             (runtime / name).write_bytes(source)
             (runtime / name).chmod(0o644)
-        if _dropping_privileges():
+        if dropping_privileges():
             base.chmod(0o711)
             runtime.chmod(0o755)
             os.chown(work, SANDBOX_UID, SANDBOX_GID)
@@ -495,15 +495,16 @@ def _remove_tree(path: Path) -> None:
         logger.warning("a flow script's run directory could not be removed", extra={"path": str(path)})
 
 
-def _child_env(home: Path) -> dict[str, str]:
+def child_env(home: Path) -> dict[str, str]:
+    """The whole environment of a script's process: nothing inherited, so no credentials."""
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home)}
 
 
 @cache
-def _interpreter() -> str:
+def interpreter() -> str:
     """The Python the child runs: ours, unless uid 65534 cannot run it (say, under root's home directory);
     then a system Python of the same minor version. Never root: with no usable one, refuse to run."""
-    if not _dropping_privileges():
+    if not dropping_privileges():
         return sys.executable
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [sys.executable, shutil.which(f"python{version}", path="/usr/local/bin:/usr/bin:/bin")]
@@ -515,12 +516,12 @@ def _interpreter() -> str:
     )
 
 
-def _runs_as_sandbox_user(interpreter: str, version: str) -> bool:
+def _runs_as_sandbox_user(python: str, version: str) -> bool:
     check = f"import sys; sys.exit('%d.%d' % sys.version_info[:2] != {version!r})"
     try:
         probe = subprocess.run(  # noqa: S603 - a fixed command line, no user input
-            [interpreter, "-I", "-S", "-B", "-c", check],
-            env=_child_env(Path("/")),
+            [python, "-I", "-S", "-B", "-c", check],
+            env=child_env(Path("/")),
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -540,13 +541,13 @@ def _spawn(runtime: Path, work: Path) -> subprocess.Popen[bytes]:
     """Start the child. Privileges are dropped by subprocess itself (in C, safe with the runner's threads,
     unlike a preexec_fn); the child applies its resource limits and NO_NEW_PRIVS to itself before it
     compiles the script (bootstrap.confine)."""
-    drop = _dropping_privileges()
+    drop = dropping_privileges()
     return subprocess.Popen(  # noqa: S603 - a fixed command line; the script travels over stdin
-        [_interpreter(), "-I", "-S", "-B", str(runtime / "bootstrap.py")],
+        [interpreter(), "-I", "-S", "-B", str(runtime / "bootstrap.py")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_child_env(work),
+        env=child_env(work),
         cwd=work,
         start_new_session=True,
         close_fds=True,

@@ -186,7 +186,7 @@ def test_a_same_uid_script_cannot_read_a_non_dumpable_process_environ(dumpable: 
         "sys.stdin.read()\n"
     )
     victim = subprocess.Popen(
-        [sandbox._interpreter(), "-I", "-S", "-c", victim_code],
+        [sandbox.interpreter(), "-I", "-S", "-c", victim_code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={"AWS_SECRET_ACCESS_KEY": FAKE_SECRET},
@@ -279,10 +279,10 @@ def test_the_script_cannot_open_sockets_but_may_use_socketpair() -> None:
 @pytest.fixture
 def as_non_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The Lambda path: no privileges to drop, so the child runs our own interpreter with our uid."""
-    monkeypatch.setattr(sandbox, "_dropping_privileges", lambda: False)
-    sandbox._interpreter.cache_clear()
+    monkeypatch.setattr(sandbox, "dropping_privileges", lambda: False)
+    sandbox.interpreter.cache_clear()
     yield
-    sandbox._interpreter.cache_clear()
+    sandbox.interpreter.cache_clear()
 
 
 @pytest.mark.usefixtures("as_non_root")
