@@ -9,8 +9,8 @@ A fresh interpreter opens `moto.mock_aws` and provisions template.yaml with the 
 it creates a contract, an org admin and DUE_WORKSPACES limited workspaces with DUE_PER_WORKSPACE flows
 each (5: the template's default quota of active flows per limited workspace): the 10 flows that will be
 due. Time is a frame of its own, from S0 (now): round k activates the 10 (an `ActivationService` built as
-`activation.service()` builds it, real SQS queue and runner, on a clock set to S0 + k s), then runs the
-composition root's enforcer (`activation.enforcer()`, the real `EventBridgePublisher`) once at their
+`container().activation` builds it, real SQS queue and runner, on a clock set to S0 + k s), then runs the
+composition root's enforcer (`container().enforcer`, the real `EventBridgePublisher`) once at their
 stop time, S0 + k s + the runtime limit: all 10 are stopped, and their warnings go with the stops.
 
 * Case A: the 10 flows are the only active flows.
@@ -112,44 +112,45 @@ class _World:
 
 
 def _world(table: str, start: datetime) -> _World:
-    from flowgate import activation, flows, identity
-    from flowgate.activation.adapters import FlowMessageRunner, SqsFifoMessageQueue
+    from flowgate.activation.adapters import SqsFifoMessageQueue
     from flowgate.activation.service import ActivationService
     from flowgate.flows.models import PutFlowRequest
     from flowgate.identity.models import CreateContractRequest, CreateWorkspaceRequest, Role
+    from flowgate.wiring import container
 
-    ids = identity.service()
+    ids = container().identity
     cid = ids.create_contract(root_principal(), CreateContractRequest(name="bench-enforcer")).id
     admin = make_member(root_principal(), cid, "bench-enforcer-admin", PASSWORD, Role.ORG_ADMIN)
     due: list[tuple[str, str]] = []
     for w in range(DUE_WORKSPACES):
         ws = ids.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"sandbox-{w}")).id
         for f in range(DUE_PER_WORKSPACE):
-            flows.service().put_flow(admin, ws, f"due-{f}", PutFlowRequest(script=FLOW_SCRIPT))
+            container().flows.put_flow(admin, ws, f"due-{f}", PutFlowRequest(script=FLOW_SCRIPT))
             due.append((ws, f"due-{f}"))
-    settings = activation.settings()
+    settings = container().activation_settings
     clock = _Clock(start)
-    svc = ActivationService(  # as activation.service() builds it, on a clock the benchmark moves
-        activation.store(),
-        flows.store(),
-        identity.service(),
+    svc = ActivationService(  # as container().activation builds it, on a clock the benchmark moves
+        container().activation_store,
+        container().flows,
+        container().identity,
         queue=SqsFifoMessageQueue(settings.message_queue_url),
-        runner=FlowMessageRunner(),
+        runner=container().activation.runner,
         settings=settings,
         clock=clock,
     )
-    return _World(svc, activation.enforcer(), clock, admin, due, table)
+    return _World(svc, container().enforcer, clock, admin, due, table)
 
 
 def _captured_activation(template: Mapping[str, Any], wsid: str, flow: str, activated: datetime) -> list[Any]:
     """The writes of `ActivationStore.activate` for a first activation of `flow` in `wsid` at `activated`
     (item fields as `ActivationService.activate` sets them, after `template`, a real activation item),
     captured instead of sent."""
-    from flowgate import activation
+    from flowgate import clock as flowgate_clock
     from flowgate.activation import rules
     from flowgate.activation.service import audit_item
     from flowgate.activation.store import ActivationStore
     from flowgate.db import Table, Write
+    from flowgate.wiring import container
 
     class Capturing(Table):
         def __init__(self, name: str) -> None:
@@ -159,8 +160,8 @@ def _captured_activation(template: Mapping[str, Any], wsid: str, flow: str, acti
         def transact(self, writes: Sequence[Write]) -> None:
             self.writes.extend(writes)
 
-    settings = activation.settings()
-    stamp = rules.iso_ms(activated)
+    settings = container().activation_settings
+    stamp = flowgate_clock.iso_ms(activated)
     stop = rules.stops_at(activated, settings.max_runtime_seconds)
     user = f"{wsid}-user"
     item = {k: v for k, v in template.items() if k not in {"PK", "SK", "stop", "warned_at", "seconds_left"}}
@@ -171,10 +172,10 @@ def _captured_activation(template: Mapping[str, Any], wsid: str, flow: str, acti
         activated_by=user,
         stop=None,
         version=1,
-        stops_at=rules.iso_ms(stop),
-        warn_at=rules.iso_ms(rules.warn_at(activated, stop, settings.warning_seconds)),
+        stops_at=flowgate_clock.iso_ms(stop),
+        warn_at=flowgate_clock.iso_ms(rules.warn_at(activated, stop, settings.warning_seconds)),
     )
-    table = Capturing(activation.store().table.name)
+    table = Capturing(container().activation_store.table.name)
     ActivationStore(table).activate(
         None,
         item,
@@ -296,12 +297,12 @@ def _install_hooks(hooks: _Hooks) -> None:
 
 def _one_round(world: _World, hooks: _Hooks, moment: datetime) -> dict[str, Any]:
     """Activate the due flows at `moment`, then run the enforcer once at their stop time, counted."""
-    from flowgate.activation import rules
+    from flowgate import clock as flowgate_clock
 
     world.clock.now = moment
     for wsid, flow in world.due:
         state = world.svc.activate(world.admin, wsid, flow)
-        if state.activated_at != rules.iso_ms(moment):
+        if state.activated_at != flowgate_clock.iso_ms(moment):
             raise RuntimeError(f"{wsid}/{flow} was not activated anew: {state}")
     run_at = moment + timedelta(seconds=world.svc.settings.max_runtime_seconds)
     hooks.reset()
@@ -354,17 +355,18 @@ def _rounds(
 
 
 def child(result_path: Path, rounds: int, warmup: int) -> None:
+    from flowgate import clock as flowgate_clock
+
     isolated_aws_environment()
     from moto import mock_aws
 
     started = time.monotonic()
     with mock_aws(), _item_level_transaction_rollback():
-        from flowgate import activation
-        from flowgate.activation import rules
+        from flowgate.wiring import container
 
         table = provision_template()["Table"]
-        settings = activation.settings()
-        s0 = rules.truncate_ms(datetime.now(UTC))
+        settings = container().activation_settings
+        s0 = flowgate_clock.truncate_ms(datetime.now(UTC))
         world = _world(table, s0)
         hooks = _Hooks()
         _install_hooks(hooks)

@@ -121,35 +121,35 @@ def root_principal() -> Any:
 
 def make_member(by: Any, cid: str, username: str, password: str, role: Any, *privileges: Any) -> Any:
     """A member of contract `cid` created by principal `by`, as a Principal."""
-    from flowgate import identity
     from flowgate.identity.auth import principal_of
     from flowgate.identity.models import CreateMemberRequest
+    from flowgate.wiring import container
 
-    made = identity.service().create_member(
+    made = container().identity.create_member(
         by,
         cid,
         CreateMemberRequest(username=username, password=password, role=role, privileges=list(privileges)),
     )
-    user = identity.store().get_user(made.id)
+    user = container().identity_store.get_user(made.id)
     assert user is not None
     return principal_of(user)
 
 
 def enable_platform_workflow() -> None:
-    from flowgate import workflow
+    from flowgate.wiring import container
 
     root = root_principal()
-    workflow.service().set_property(root, "client.main.workflowEndPoint", ENDPOINT)
-    workflow.service().set_property(root, "client.main.workflowEnabled", "1")
+    container().workflow.set_property(root, "client.main.workflowEndPoint", ENDPOINT)
+    container().workflow.set_property(root, "client.main.workflowEnabled", "1")
 
 
 def make_tenant(tag: str, *, workflow_on: bool = True) -> Tenant:
     """An enterprise (workflow on), its org admin and approver, a workspace whose deploy runs a flow."""
-    from flowgate import flows, identity, workflow
     from flowgate.flows.models import PutFlowRequest
     from flowgate.identity.models import CreateContractRequest, CreateWorkspaceRequest, Privilege, Role
+    from flowgate.wiring import container
 
-    ids = identity.service()
+    ids = container().identity
 
     def member(cid: str, by: Any, name: str, role: Role, *privileges: Privilege) -> Any:
         return make_member(by, cid, name, name + PASSWORD_SUFFIX, role, *privileges)
@@ -158,8 +158,8 @@ def make_tenant(tag: str, *, workflow_on: bool = True) -> Tenant:
     admin = member(cid, root_principal(), f"admin-{tag}", Role.ORG_ADMIN)
     approver = member(cid, admin, f"approver-{tag}", Role.MEMBER, Privilege.WORKFLOW_OVERRIDE)
     ws = ids.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"ws-{tag}")).id
-    flows.service().put_flow(admin, ws, "deploy-flow", PutFlowRequest(script=FLOW_SCRIPT))
-    svc = workflow.service()
+    container().flows.put_flow(admin, ws, "deploy-flow", PutFlowRequest(script=FLOW_SCRIPT))
+    svc = container().workflow
     svc.bind_operation(admin, ws, "deploy", "deploy-flow")
     svc.put_enterprise(admin, cid, {"workflow": workflow_on})
     return Tenant(cid, ws, admin, approver, (f"approver-{tag}", f"approver-{tag}" + PASSWORD_SUFFIX))

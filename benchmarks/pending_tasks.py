@@ -95,8 +95,8 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
     at `deadline`; how many were written."""
     from moto.dynamodb.models.dynamo_type import DynamoType
 
+    from flowgate import clock as flowgate_clock
     from flowgate.db import _to_wire
-    from flowgate.workflow import rules
     from flowgate.workflow.store import pending_index, task_key
 
     table = moto_table(table_name)
@@ -113,7 +113,7 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
         cid = f"bench-foreign-{n // FOREIGN_PER_ENTERPRISE:06d}"
         task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         created = now - timedelta(seconds=rng.uniform(0, 7 * 86_400))
-        ms = rules.epoch_ms(created)
+        ms = flowgate_clock.epoch_ms(created)
         plain = {
             **template,
             "id": task_id,
@@ -122,7 +122,7 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
             "workspace_id": f"{cid}-ws",
             "vm_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "created_at": rules.iso_ms(created),
+            "created_at": flowgate_clock.iso_ms(created),
             "created_ms": ms,
             "updated_ms": ms,
         }
@@ -138,23 +138,11 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
 
 def _service_on(table_name: str) -> Any:
     """The workflow service as the composition root builds it, on `table_name` (store and directory)."""
-    from flowgate import flows, identity, workflow
-    from flowgate.db import Table
-    from flowgate.identity.store import IdentityStore
-    from flowgate.workflow.service import WorkflowService
-    from flowgate.workflow.store import WorkflowStore
+    from flowgate.wiring import Container, container
 
-    live = workflow.service()
-    return WorkflowService(
-        WorkflowStore(Table(table_name)),
-        identity.service(),
-        IdentityStore(Table(table_name)),
-        flows.store(),
-        holds=live.holds,
-        jobs=live.jobs,
-        outbound_policy=live.outbound_policy,
-        default_timeout_seconds=live.default_timeout_seconds,
-    )
+    live = container()
+    settings = live.settings.model_copy(update={"table_name": table_name})
+    return Container(settings, live.environ, holds=live.holds, jobs=live.jobs).workflow
 
 
 def _check(svc: Any, principal: Any, cid: str, own: set[str], foreign_cid: str | None) -> dict[str, Any]:
@@ -227,11 +215,11 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
     started = time.monotonic()
     with mock_aws():
         small = provision_template()["Table"]
-        from flowgate import workflow
+        from flowgate.wiring import container
 
         enable_platform_workflow()
         tenant = make_tenant("a")
-        svc = workflow.service()
+        svc = container().workflow
         own: set[str] = set()
         for i in range(OWN_TASKS):
             vm = svc.create_virtual_machine(
@@ -241,7 +229,7 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
             if task.state != "QUEUEING":
                 raise RuntimeError(f"the deploy was not held: {task.state}")
             own.add(task.taskId)
-        template = workflow.store().get_task(sorted(own)[0])
+        template = container().workflow_store.get_task(sorted(own)[0])
         assert template is not None
         large = create_table_from_template(ROOT_DIR / "template.yaml", table_name=f"{small}-large")
         base_items = _copy_table(small, large)

@@ -88,9 +88,9 @@ def _token_from_queue(queue_url: str, task_id: str) -> str | None:
 def held_task(tenant: Tenant, vm_name: str, approval_queue_url: str) -> tuple[str, bool]:
     """A VM whose deploy is held for review, with its hold's token recorded on the task: (task id, whether
     the token is the state machine's own rather than a stand-in)."""
-    from flowgate import workflow
+    from flowgate.wiring import container
 
-    svc = workflow.service()
+    svc = container().workflow
     vm = svc.create_virtual_machine(tenant.admin, tenant.ws, {"name": vm_name, "cpu": 1, "ram": 512})
     [task] = svc.request_operation(tenant.admin, tenant.ws, "vm", vm.id, "deploy")
     if task.state != "QUEUEING":
@@ -148,10 +148,10 @@ def _phase_marks(log: CallLog) -> contextlib.ExitStack:
     each call is attributed to its phase."""
     from unittest import mock
 
-    from flowgate import identity, workflow
+    from flowgate.wiring import container
 
-    authenticator = identity.authenticator()
-    svc = workflow.service()
+    authenticator = container().authenticator
+    svc = container().workflow
 
     def wrap(original: Callable[..., Any], during: str | None, after: str | None) -> Callable[..., Any]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -193,13 +193,13 @@ def _hold_status(task_id: str) -> str:
 
 
 def _decide(handler: ModuleType, tenant: Tenant, task_id: str, decision: str) -> dict[str, Any]:
-    from flowgate import workflow
+    from flowgate.wiring import container
 
     log = CallLog()
     event = api_event("POST", f"/api/object/task/{task_id}/action/{decision}", tenant.approver_credentials)
     with _phase_marks(log), counting_calls(log):
         answer = handler.handler(event, LambdaContext.for_function("workflow"))
-    item = workflow.store().get_task(task_id) or {}
+    item = container().workflow_store.get_task(task_id) or {}
     return {
         "status": answer["statusCode"],
         "state_after": item.get("state"),

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flowgate import connectors, flows, identity
 from flowgate.connectors.models import Connector, PutConnectorRequest, PutSecretRequest, SecretInfo
 from flowgate.flows.models import Execution, RunConnectorRequest
-from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry
+from flowgate.handlers import caller
+from flowgate.http import API_ROOT, Cursor, Limit, Listing, accepted, create_app, created, entry
+from flowgate.wiring import container
 
 app = create_app()
 WS = f"{API_ROOT}/workspaces/<ws>"
@@ -22,16 +22,16 @@ WS = f"{API_ROOT}/workspaces/<ws>"
 
 def authorized(ws: str) -> tuple[Any, str]:
     """The caller, once the identity context confirmed they may work in workspace `ws`."""
-    principal = identity.caller(app)
-    identity.service().authorize_workspace(principal, ws)
+    principal = caller(app)
+    container().identity.authorize_workspace(principal, ws)
     return principal, ws
 
 
 @app.put(f"{WS}/connectors/<name>", tags=["connectors"])
 def put_connector(ws: str, name: str, body: PutConnectorRequest) -> Response[Connector]:
     principal, _ = authorized(ws)
-    existed = connectors.service().exists(ws, name)
-    connector = connectors.service().put_connector(ws, name, body, principal.user_id)
+    existed = container().connectors.exists(ws, name)
+    connector = container().connectors.put_connector(ws, name, body, principal.user_id)
     if existed:
         return Response(status_code=200, content_type="application/json", body=connector)
     return created(connector, f"{API_ROOT}/workspaces/{ws}/connectors/{name}")
@@ -40,60 +40,51 @@ def put_connector(ws: str, name: str, body: PutConnectorRequest) -> Response[Con
 @app.get(f"{WS}/connectors", tags=["connectors"])
 def list_connectors(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Connector]:
     authorized(ws)
-    items, nxt = connectors.service().list_connectors(ws, limit, cursor)
+    items, nxt = container().connectors.list_connectors(ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{WS}/connectors/<name>", tags=["connectors"])
 def get_connector(ws: str, name: str) -> Connector:
     authorized(ws)
-    return connectors.service().get_connector(ws, name)
+    return container().connectors.get_connector(ws, name)
 
 
 @app.delete(f"{WS}/connectors/<name>", tags=["connectors"])
 def delete_connector(ws: str, name: str) -> Response[None]:
     authorized(ws)
-    connectors.service().delete_connector(ws, name)
+    container().connectors.delete_connector(ws, name)
     return Response(status_code=204)
 
 
 @app.post(f"{WS}/connectors/<name>/run", tags=["connectors"])
 def run_connector(ws: str, name: str, body: RunConnectorRequest) -> Response[Execution]:
     principal, _ = authorized(ws)
-    connector = connectors.service().get_connector(ws, name)
-    execution = flows.service().start_connection(
+    connector = container().connectors.get_connector(ws, name)
+    execution = container().flows.start_connection(
         principal, ws, {"name": connector.name, "type": connector.type}, body.inputs
     )
-    return Response(
-        status_code=202,
-        content_type="application/json",
-        body=execution,
-        headers={"Location": f"{API_ROOT}/workspaces/{ws}/executions/{execution.id}"},
-    )
+    return accepted(execution, f"{API_ROOT}/workspaces/{ws}/executions/{execution.id}")
 
 
 @app.put(f"{WS}/secrets/<name>", tags=["secrets"])
 def put_secret(ws: str, name: str, body: PutSecretRequest) -> SecretInfo:
     authorized(ws)
-    return connectors.service().put_secret(ws, name, body)
+    return container().connectors.put_secret(ws, name, body)
 
 
 @app.get(f"{WS}/secrets", tags=["secrets"])
 def list_secrets(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[SecretInfo]:
     authorized(ws)
-    items, nxt = connectors.service().list_secrets(ws, limit, cursor)
+    items, nxt = container().connectors.list_secrets(ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.delete(f"{WS}/secrets/<name>", tags=["secrets"])
 def delete_secret(ws: str, name: str) -> Response[None]:
     authorized(ws)
-    connectors.service().delete_secret(ws, name)
+    container().connectors.delete_secret(ws, name)
     return Response(status_code=204)
 
 
-_rest = entry(app)
-
-
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _rest(event, context)
+handler = entry(app)

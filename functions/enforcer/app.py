@@ -11,14 +11,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flowgate import activation
-from flowgate.identity.auth import now
+from flowgate.clock import now
 from flowgate.observability import logger
+from flowgate.wiring import container
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = activation.enforcer().run(now())
+    report = container().enforcer.run(now())
     logger.info(
         "enforcer run",
         extra={"stopped": len(report.stopped), "warned": len(report.warned), "event_id": event.get("id")},

@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flowgate import activation, flows, identity
 from flowgate.activation.models import FlowActivation, MessageStatus, QueuedMessage, StopRecord
 from flowgate.flows.models import (
     Execution,
@@ -21,20 +19,22 @@ from flowgate.flows.models import (
     PutFlowRequest,
     StartExecutionRequest,
 )
-from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry
-from flowgate.identity.models import Principal
+from flowgate.handlers import caller as principal_of
+from flowgate.http import API_ROOT, Cursor, Limit, Listing, accepted, create_app, created, entry
+from flowgate.identity.ports import Principal
+from flowgate.wiring import container
 
 app = create_app()
 WS = f"{API_ROOT}/workspaces/<ws>"
 
 
 def caller() -> Principal:
-    return identity.caller(app)
+    return principal_of(app)
 
 
 @app.put(f"{WS}/flows/<name>", tags=["flows"])
 def put_flow(ws: str, name: FlowName, body: PutFlowRequest) -> Response[Flow]:
-    flow, was_created = flows.service().put_flow(caller(), ws, name, body)
+    flow, was_created = container().flows.put_flow(caller(), ws, name, body)
     if was_created:
         return created(flow, f"{API_ROOT}/workspaces/{ws}/flows/{name}")
     return Response(status_code=200, content_type="application/json", body=flow)
@@ -42,7 +42,7 @@ def put_flow(ws: str, name: FlowName, body: PutFlowRequest) -> Response[Flow]:
 
 @app.get(f"{WS}/flows", tags=["flows"])
 def list_flows(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[FlowSummary]:
-    items, nxt = flows.service().list_flows(caller(), ws, limit, cursor)
+    items, nxt = container().flows.list_flows(caller(), ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
@@ -59,8 +59,8 @@ class FlowView(Flow):
 
 @app.get(f"{WS}/flows/<name>", tags=["flows"])
 def get_flow(ws: str, name: str) -> FlowView:
-    flow = flows.service().get_flow(caller(), ws, name)
-    state = activation.service().state_of(ws, name)
+    flow = container().flows.get_flow(caller(), ws, name)
+    state = container().activation.state_of(ws, name)
     return FlowView(
         **flow.model_dump(), **state.model_dump(include=set(FlowView.model_fields) - set(Flow.model_fields))
     )
@@ -68,73 +68,59 @@ def get_flow(ws: str, name: str) -> FlowView:
 
 @app.post(f"{WS}/flows/<name>/activate", tags=["active flows"])
 def activate_flow(ws: str, name: str) -> FlowActivation:
-    return activation.service().activate(caller(), ws, name)
+    return container().activation.activate(caller(), ws, name)
 
 
 @app.post(f"{WS}/flows/<name>/deactivate", tags=["active flows"])
 def deactivate_flow(ws: str, name: str) -> FlowActivation:
-    return activation.service().deactivate(caller(), ws, name)
+    return container().activation.deactivate(caller(), ws, name)
 
 
 @app.post(f"{WS}/flows/<name>/messages", tags=["active flows"])
 def post_message(ws: str, name: str, body: dict[str, Any]) -> Response[QueuedMessage]:
-    message = activation.service().post_message(caller(), ws, name, body)
-    return Response(
-        status_code=202,
-        content_type="application/json",
-        body=message,
-        headers={"Location": f"{API_ROOT}/workspaces/{ws}/flows/{name}/messages/{message.id}"},
-    )
+    message = container().activation.post_message(caller(), ws, name, body)
+    return accepted(message, f"{API_ROOT}/workspaces/{ws}/flows/{name}/messages/{message.id}")
 
 
 @app.get(f"{WS}/flows/<name>/messages/<mid>", tags=["active flows"])
 def get_message(ws: str, name: str, mid: str) -> QueuedMessage:
-    return activation.service().get_message(caller(), ws, name, mid)
+    return container().activation.get_message(caller(), ws, name, mid)
 
 
 @app.get(f"{WS}/flows/<name>/messages", tags=["active flows"])
 def list_messages(
     ws: str, name: str, status: MessageStatus | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> Listing[QueuedMessage]:
-    items, nxt = activation.service().list_messages(caller(), ws, name, status, limit, cursor)
+    items, nxt = container().activation.list_messages(caller(), ws, name, status, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.delete(f"{WS}/flows/<name>", tags=["flows"])
 def delete_flow(ws: str, name: str) -> Response[None]:
-    flows.service().delete_flow(caller(), ws, name)
+    container().flows.delete_flow(caller(), ws, name)
     return Response(status_code=204)
 
 
 @app.post(f"{WS}/executions", tags=["executions"])
 def start_execution(ws: str, body: StartExecutionRequest) -> Response[Execution]:
-    execution = flows.service().start_execution(caller(), ws, body)
-    return Response(
-        status_code=202,
-        content_type="application/json",
-        body=execution,
-        headers={"Location": f"{API_ROOT}/workspaces/{ws}/executions/{execution.id}"},
-    )
+    execution = container().flows.start_execution(caller(), ws, body)
+    return accepted(execution, f"{API_ROOT}/workspaces/{ws}/executions/{execution.id}")
 
 
 @app.get(f"{WS}/executions", tags=["executions"])
 def list_executions(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[ExecutionSummary]:
-    items, nxt = flows.service().list_executions(caller(), ws, limit, cursor)
+    items, nxt = container().flows.list_executions(caller(), ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{WS}/executions/<eid>", tags=["executions"])
 def get_execution(ws: str, eid: str) -> Execution:
-    return flows.service().get_execution(caller(), ws, eid)
+    return container().flows.get_execution(caller(), ws, eid)
 
 
 @app.post(f"{WS}/executions/<eid>/cancel", tags=["executions"])
 def cancel_execution(ws: str, eid: str) -> Execution:
-    return flows.service().cancel_execution(caller(), ws, eid)
+    return container().flows.cancel_execution(caller(), ws, eid)
 
 
-_rest = entry(app, max_body_bytes=512 * 1024)
-
-
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _rest(event, context)
+handler = entry(app, max_body_bytes=512 * 1024)

@@ -11,7 +11,8 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from flowgate import cfn, identity
+from flowgate import cfn
+from flowgate.handlers import caller as principal_of
 from flowgate.http import (
     API_ROOT,
     Cursor,
@@ -43,12 +44,13 @@ from flowgate.identity.models import (
     WorkspaceAccess,
 )
 from flowgate.identity.store import token_from
+from flowgate.wiring import container
 
 app = create_app()
 
 
 def caller() -> Principal:
-    return identity.caller(app)
+    return principal_of(app)
 
 
 # ---- public ----------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ def openapi() -> Response[str]:
 
 @app.post(f"{API_ROOT}/auth/login", tags=["auth"])
 def login(body: LoginRequest) -> LoginResponse:
-    issued = identity.authenticator().login(body.username, body.password)
+    issued = container().authenticator.login(body.username, body.password)
     return LoginResponse(token=issued.token, expires_at=issued.expires_at)
 
 
@@ -80,19 +82,19 @@ def whoami() -> Principal:
 
 @app.post(f"{API_ROOT}/auth/tokens", tags=["auth"])
 def create_api_token(body: CreateApiTokenRequest) -> Response[IssuedToken]:
-    issued = identity.authenticator().create_api_token(caller(), body.name, body.expires_in_days)
+    issued = container().authenticator.create_api_token(caller(), body.name, body.expires_in_days)
     return created(issued, f"{API_ROOT}/auth/tokens/{issued.id}")
 
 
 @app.get(f"{API_ROOT}/auth/tokens", tags=["auth"])
 def list_api_tokens(limit: Limit = 50, cursor: Cursor = None) -> Listing[ApiToken]:
-    page = identity.authenticator().list_api_tokens(caller(), limit, cursor)
+    page = container().authenticator.list_api_tokens(caller(), limit, cursor)
     return Listing(items=[token_from(i) for i in page.items], next=page.next)
 
 
 @app.delete(f"{API_ROOT}/auth/tokens/<token_id>", tags=["auth"])
 def revoke_api_token(token_id: str) -> Response[None]:
-    identity.authenticator().revoke_api_token(caller(), token_id)
+    container().authenticator.revoke_api_token(caller(), token_id)
     return Response(status_code=204)
 
 
@@ -101,24 +103,24 @@ def revoke_api_token(token_id: str) -> Response[None]:
 
 @app.post(f"{API_ROOT}/contracts", tags=["contracts"])
 def create_contract(body: CreateContractRequest) -> Response[Contract]:
-    contract = identity.service().create_contract(caller(), body)
+    contract = container().identity.create_contract(caller(), body)
     return created(contract, f"{API_ROOT}/contracts/{contract.id}")
 
 
 @app.get(f"{API_ROOT}/contracts", tags=["contracts"])
 def list_contracts(limit: Limit = 50, cursor: Cursor = None) -> Listing[Contract]:
-    items, nxt = identity.service().list_contracts(caller(), limit, cursor)
+    items, nxt = container().identity.list_contracts(caller(), limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{API_ROOT}/contracts/<cid>", tags=["contracts"])
 def get_contract(cid: str) -> Contract:
-    return identity.service().get_contract(caller(), cid)
+    return container().identity.get_contract(caller(), cid)
 
 
 @app.patch(f"{API_ROOT}/contracts/<cid>", tags=["contracts"])
 def update_contract(cid: str, body: UpdateContractRequest) -> Contract:
-    return identity.service().update_contract(caller(), cid, body, if_match(app))
+    return container().identity.update_contract(caller(), cid, body, if_match(app))
 
 
 # ---- members ---------------------------------------------------------------------------------
@@ -126,24 +128,24 @@ def update_contract(cid: str, body: UpdateContractRequest) -> Contract:
 
 @app.post(f"{API_ROOT}/contracts/<cid>/members", tags=["members"])
 def create_member(cid: str, body: CreateMemberRequest) -> Response[Member]:
-    member = identity.service().create_member(caller(), cid, body)
+    member = container().identity.create_member(caller(), cid, body)
     return created(member, f"{API_ROOT}/contracts/{cid}/members/{member.id}")
 
 
 @app.get(f"{API_ROOT}/contracts/<cid>/members", tags=["members"])
 def list_members(cid: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Member]:
-    items, nxt = identity.service().list_members(caller(), cid, limit, cursor)
+    items, nxt = container().identity.list_members(caller(), cid, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{API_ROOT}/contracts/<cid>/members/<uid>", tags=["members"])
 def get_member(cid: str, uid: str) -> Member:
-    return identity.service().get_member(caller(), cid, uid)
+    return container().identity.get_member(caller(), cid, uid)
 
 
 @app.patch(f"{API_ROOT}/contracts/<cid>/members/<uid>", tags=["members"])
 def update_member(cid: str, uid: str, body: UpdateMemberRequest) -> Member:
-    return identity.service().update_member(caller(), cid, uid, body, if_match(app))
+    return container().identity.update_member(caller(), cid, uid, body, if_match(app))
 
 
 # ---- workspaces ------------------------------------------------------------------------------
@@ -151,57 +153,57 @@ def update_member(cid: str, uid: str, body: UpdateMemberRequest) -> Member:
 
 @app.post(f"{API_ROOT}/contracts/<cid>/workspaces", tags=["workspaces"])
 def create_workspace(cid: str, body: CreateWorkspaceRequest) -> Response[Workspace]:
-    workspace = identity.service().create_workspace(caller(), cid, body)
+    workspace = container().identity.create_workspace(caller(), cid, body)
     return created(workspace, f"{API_ROOT}/workspaces/{workspace.id}")
 
 
 @app.get(f"{API_ROOT}/contracts/<cid>/workspaces", tags=["workspaces"])
 def list_workspaces(cid: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Workspace]:
-    items, nxt = identity.service().list_workspaces(caller(), cid, limit, cursor)
+    items, nxt = container().identity.list_workspaces(caller(), cid, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{API_ROOT}/workspaces/<ws>", tags=["workspaces"])
 def get_workspace(ws: str) -> Workspace:
-    return identity.service().get_workspace(caller(), ws)
+    return container().identity.get_workspace(caller(), ws)
 
 
 @app.patch(f"{API_ROOT}/workspaces/<ws>", tags=["workspaces"])
 def update_workspace(ws: str, body: UpdateWorkspaceRequest) -> Workspace:
-    return identity.service().update_workspace(caller(), ws, body, if_match(app))
+    return container().identity.update_workspace(caller(), ws, body, if_match(app))
 
 
 @app.get(f"{API_ROOT}/workspaces/<ws>/access", tags=["workspaces"])
 def list_access(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[WorkspaceAccess]:
-    items, nxt = identity.service().list_access(caller(), ws, limit, cursor)
+    items, nxt = container().identity.list_access(caller(), ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.put(f"{API_ROOT}/workspaces/<ws>/access/<uid>", tags=["workspaces"])
 def grant_access(ws: str, uid: str, body: GrantAccessRequest) -> WorkspaceAccess:
-    return identity.service().grant_access(caller(), ws, uid, body)
+    return container().identity.grant_access(caller(), ws, uid, body)
 
 
 @app.delete(f"{API_ROOT}/workspaces/<ws>/access/<uid>", tags=["workspaces"])
 def revoke_access(ws: str, uid: str) -> Response[None]:
-    identity.service().revoke_access(caller(), ws, uid)
+    container().identity.revoke_access(caller(), ws, uid)
     return Response(status_code=204)
 
 
 # ---- entry point -----------------------------------------------------------------------------
 
-_rest = entry(app)
+rest_handler = entry(app)
 
 
 def _bootstrap_admin(properties: Any) -> None:
     from flowgate.secrets import read_json_secret
 
     secret = read_json_secret(str(properties["SecretId"]))
-    identity.service().ensure_platform_admin(secret["username"], secret["password"])
+    container().identity.ensure_platform_admin(secret["username"], secret["password"])
 
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
     if cfn.is_custom_resource_event(event):
         cfn.handle(event, _bootstrap_admin)
         return None
-    return _rest(event, context)
+    return rest_handler(event, context)

@@ -1,9 +1,8 @@
-"""Settings read once per container from the function's environment (set by template.yaml)."""
+"""Settings read once per container from the function's environment (set by template.yaml); the
+composition root (flowgate.wiring) builds them."""
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,9 +46,3 @@ class Settings(BaseModel):
             execution_retention_days_full=int(environ.get("EXECUTION_RETENTION_DAYS_FULL", "90")),
             max_stored_executions_limited=int(environ.get("MAX_STORED_EXECUTIONS_LIMITED", "1000")),
         )
-
-
-@functools.cache
-def get_settings() -> Settings:
-    """The container's settings; Lambda's environment does not change while a container lives."""
-    return Settings.from_environ(os.environ)

@@ -180,8 +180,19 @@ def if_match(app: APIGatewayRestResolver) -> int | None:
 
 
 def created(body: BaseModel, location: str) -> Response[Any]:
+    """201 with the new resource and where it lives."""
     return Response(
         status_code=201,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers={"Location": location},
+    )
+
+
+def accepted(body: BaseModel, location: str) -> Response[Any]:
+    """202: the work was queued; `location` is where to follow it."""
+    return Response(
+        status_code=202,
         content_type=content_types.APPLICATION_JSON,
         body=body,
         headers={"Location": location},

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from flowgate import aws
+from flowgate.messages import ExecutionQueued
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -17,5 +17,5 @@ class ExecutionQueue:
         self._injected = client
 
     def send(self, execution_id: str, workspace_id: str) -> None:
-        body = json.dumps({"version": 1, "execution_id": execution_id, "workspace_id": workspace_id})
+        body = ExecutionQueued(execution_id=execution_id, workspace_id=workspace_id).body()
         (self._injected or aws.sqs()).send_message(QueueUrl=self.url, MessageBody=body)

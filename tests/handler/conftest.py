@@ -20,51 +20,32 @@ from moto import mock_aws
 
 from devstack.lambdas import LambdaContext
 from devstack.provision import provision_account
-from flowgate import activation, config, connectors, db, flows, identity, workflow
 from flowgate import aws as aws_clients  # "aws" is the moto fixture
+from flowgate import db, wiring
+from flowgate.wiring import container
 from tests.conftest import ROOT
 
 ADMIN = ("platform-admin", "platform-admin-password")
 
 
-def _clear_caches() -> None:
-    for cached in (
-        config.get_settings,
-        aws_clients.dynamodb,
-        aws_clients.sqs,
-        aws_clients.secretsmanager,
-        aws_clients.stepfunctions,
-        aws_clients.events,
-        db._codec,
-        identity.store,
-        identity.authenticator,
-        identity.service,
-        flows.store,
-        flows.service,
-        flows.execution_runner,
-        connectors.service,
-        connectors.run_context,
-        workflow.store,
-        workflow.service,
-        activation.settings,
-        activation.store,
-        activation.service,
-        activation.enforcer,
-    ):
-        cached.cache_clear()
+def _fresh_process() -> None:
+    """What a new Lambda container starts with: no AWS clients, no services built yet."""
+    aws_clients.reset()
+    db._codec.cache_clear()
+    wiring.install(None)
 
 
 @pytest.fixture
 def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A moto account holding every resource of template.yaml, with the functions' environment set
     as Lambda would set it; yields the table name."""
-    _clear_caches()
+    _fresh_process()
     with mock_aws():
         physical, environment = provision_account(ROOT / "template.yaml")
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         yield physical["Table"].ref
-    _clear_caches()
+    _fresh_process()
 
 
 def load_function(name: str, module: str = "app") -> ModuleType:
@@ -159,7 +140,7 @@ class Api:
 
 @pytest.fixture
 def api(aws: str) -> Api:
-    identity.service().ensure_platform_admin(*ADMIN)
+    container().identity.ensure_platform_admin(*ADMIN)
     return Api(load_function("identity"), "identity")
 
 

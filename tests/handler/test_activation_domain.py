@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flowgate import aws as aws_clients  # "aws" is the moto fixture
-from flowgate import db, flows, identity
+from flowgate import clock, db
 from flowgate.activation import rules
 from flowgate.activation.enforcer import WARNING_EVENT, Enforcer
 from flowgate.activation.models import (
@@ -38,6 +38,7 @@ from flowgate.identity.models import (
     Role,
     WorkspaceKind,
 )
+from flowgate.wiring import container
 
 ROOT = Principal(user_id="root", username="root", contract_id=None, role=None, platform_admin=True)
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -131,16 +132,16 @@ class World:
 
 
 def _member(cid: str, admin: Principal, name: str, role: Role = Role.MEMBER) -> Principal:
-    made = identity.service().create_member(
+    made = container().identity.create_member(
         admin, cid, CreateMemberRequest(username=name, password=f"{name}-password-1", role=role)
     )
-    user = identity.store().get_user(made.id)
+    user = container().identity_store.get_user(made.id)
     assert user is not None
     return principal_of(user)
 
 
 def _flow(ws: str, name: str) -> None:
-    flows.store().create_flow(
+    container().flow_store.create_flow(
         {
             "id": f"flow-{name}-{ws}",
             "workspace_id": ws,
@@ -158,7 +159,13 @@ def build(table: str, settings: ActivationSettings, clock: Clock) -> tuple[Activ
     store = ActivationStore(Table(table))
     queue, runner, events = FakeQueue(), FakeRunner(), FakeEvents()
     svc = ActivationService(
-        store, flows.store(), identity.service(), queue=queue, runner=runner, settings=settings, clock=clock
+        store,
+        container().flows,
+        container().identity,
+        queue=queue,
+        runner=runner,
+        settings=settings,
+        clock=clock,
     )
     return svc, Enforcer(store, events, settings, clock), (store, queue, runner, events)
 
@@ -175,19 +182,21 @@ def make_world(table: str, **overrides: Any) -> World:
     )
     clock = Clock()
     svc, enforcer, (store, queue, runner, events) = build(table, settings, clock)
-    cid = identity.service().create_contract(ROOT, CreateContractRequest(name="contract-a")).id
+    cid = container().identity.create_contract(ROOT, CreateContractRequest(name="contract-a")).id
     admin = _member(cid, ROOT, "admin-a", Role.ORG_ADMIN)
-    ws = identity.service().create_workspace(admin, cid, CreateWorkspaceRequest(name="sandbox")).id
+    ws = container().identity.create_workspace(admin, cid, CreateWorkspaceRequest(name="sandbox")).id
     full_ws = (
-        identity.service()
-        .create_workspace(ROOT, cid, CreateWorkspaceRequest(name="production", kind=WorkspaceKind.FULL))
+        container()
+        .identity.create_workspace(
+            ROOT, cid, CreateWorkspaceRequest(name="production", kind=WorkspaceKind.FULL)
+        )
         .id
     )
     alice, bob = _member(cid, admin, "alice"), _member(cid, admin, "bob")
-    identity.service().grant_access(admin, ws, alice.user_id, GrantAccessRequest())
-    cid_b = identity.service().create_contract(ROOT, CreateContractRequest(name="contract-b")).id
+    container().identity.grant_access(admin, ws, alice.user_id, GrantAccessRequest())
+    cid_b = container().identity.create_contract(ROOT, CreateContractRequest(name="contract-b")).id
     admin_b = _member(cid_b, ROOT, "admin-b", Role.ORG_ADMIN)
-    ws_b = identity.service().create_workspace(admin_b, cid_b, CreateWorkspaceRequest(name="other")).id
+    ws_b = container().identity.create_workspace(admin_b, cid_b, CreateWorkspaceRequest(name="other")).id
     for w in (ws, full_ws, ws_b):
         for name in ("orders", "invoices", "third"):
             _flow(w, name)
@@ -491,7 +500,7 @@ def test_a_restart_by_hand_starts_the_clock_again(world: World) -> None:
     world.clock.at(RUNTIME + 500)
     state = world.svc.activate(world.alice, world.ws, "orders")
     assert state.status == ActivationStatus.ACTIVE
-    assert state.stops_at == rules.iso_ms(T0 + timedelta(seconds=2 * RUNTIME + 500))
+    assert state.stops_at == clock.iso_ms(T0 + timedelta(seconds=2 * RUNTIME + 500))
     assert state.seconds_left == RUNTIME
     assert state.stop is not None  # the last stop stays visible
     assert world.enforcer.run(world.clock.at(2 * RUNTIME + 499)).stopped == []
@@ -543,7 +552,7 @@ def test_full_to_limited_starts_the_clock_at_the_change(world: World, aws: str) 
     world.clock.at(1010)
     world.svc.kind_changed(world.full_ws, "limited")  # idempotent: the clock does not move
     state = world.svc.state_of(world.full_ws, "orders")
-    assert state.stops_at == rules.iso_ms(T0 + timedelta(seconds=1000 + RUNTIME))
+    assert state.stops_at == clock.iso_ms(T0 + timedelta(seconds=1000 + RUNTIME))
     assert len(due_items(aws, "STOP")) == 1
     assert len(world.enforcer.run(world.clock.at(1000 + RUNTIME)).stopped) == 1
 
@@ -593,7 +602,7 @@ def calls(aws: str) -> Iterator[Calls]:
 def _bulk_active(table: str, wsid: str, count: int, started: datetime, runtime: int) -> None:
     """`count` active limited flows (activation items and due entries) written directly, fast."""
     client = aws_clients.dynamodb()
-    stamp = rules.iso_ms(started)
+    stamp = clock.iso_ms(started)
     stop = started + timedelta(seconds=runtime)
     items: list[dict[str, Any]] = []
     for i in range(count):
@@ -602,8 +611,8 @@ def _bulk_active(table: str, wsid: str, count: int, started: datetime, runtime: 
             "flow": f"bulk-{i:05d}",
             "status": "active",
             "activated_at": stamp,
-            "stops_at": rules.iso_ms(stop),
-            "warn_at": rules.iso_ms(stop - timedelta(seconds=WARNING)),
+            "stops_at": clock.iso_ms(stop),
+            "warn_at": clock.iso_ms(stop - timedelta(seconds=WARNING)),
             "version": 1,
         }
         items.append({**item, **activation_key(wsid, item["flow"])})
@@ -675,14 +684,8 @@ def test_every_principal_method_checks_the_workspace(world: World) -> None:
 
 
 @pytest.fixture
-def root(aws: str) -> Iterator[None]:
-    from flowgate import activation
-
-    for cached in (activation.settings, activation.store, activation.service, activation.enforcer):
-        cached.cache_clear()
-    yield
-    for cached in (activation.settings, activation.store, activation.service, activation.enforcer):
-        cached.cache_clear()
+def root(aws: str) -> None:
+    """A new process's container (the aws fixture installs none), built from the functions' environment."""
 
 
 def test_the_composition_root_runs_a_message_through_sqs_fifo_and_the_flow(root: None) -> None:
@@ -690,21 +693,19 @@ def test_the_composition_root_runs_a_message_through_sqs_fifo_and_the_flow(root:
 
     import boto3
 
-    from flowgate import activation
     from flowgate.activation.adapters import EventBridgePublisher
+    from flowgate.wiring import container
 
-    assert callable(activation.service)  # not rebound to the submodule
-    assert callable(activation.enforcer)
-    svc = activation.service()
-    cid = identity.service().create_contract(ROOT, CreateContractRequest(name="contract-root")).id
+    svc = container().activation
+    cid = container().identity.create_contract(ROOT, CreateContractRequest(name="contract-root")).id
     admin = _member(cid, ROOT, "admin-root", Role.ORG_ADMIN)
-    ws = identity.service().create_workspace(admin, cid, CreateWorkspaceRequest(name="sandbox")).id
+    ws = container().identity.create_workspace(admin, cid, CreateWorkspaceRequest(name="sandbox")).id
     _flow(ws, "orders")
     svc.activate(admin, ws, "orders")
     posted = svc.post_message(admin, ws, "orders", {"order": 42})
 
     sqs = boto3.client("sqs")
-    url = activation.settings().message_queue_url
+    url = container().activation_settings.message_queue_url
     assert url.endswith(".fifo")
     received = sqs.receive_message(QueueUrl=url, AttributeNames=["All"], MaxNumberOfMessages=10)["Messages"]
     assert len(received) == 1
@@ -717,7 +718,7 @@ def test_the_composition_root_runs_a_message_through_sqs_fifo_and_the_flow(root:
     done = svc.get_message(admin, ws, "orders", posted.id)
     assert done.status == MessageStatus.DONE
     assert done.execution_id is not None
-    execution = flows.store().get_execution(done.execution_id)
+    execution = container().flow_store.get_execution(done.execution_id)
     assert execution is not None
     assert execution["status"] == "success"
     assert execution["inputs"] == {"message": {"order": 42}, "message_id": posted.id}

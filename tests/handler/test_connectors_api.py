@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from flowgate import connectors
 from flowgate.observability import logger
+from flowgate.wiring import container
 from tests.handler.conftest import Answer, Api, Tenant, load_function
 
 A = "/api/latest"
@@ -456,7 +456,7 @@ def _snapshot(capi: Api, t: Tenant) -> dict[str, Any]:
     return {
         "connectors": capi.call("GET", f"{ws}/connectors", token=t.admin_token).body,
         "secrets": capi.call("GET", f"{ws}/secrets", token=t.admin_token).body,
-        "vault": {n: connectors.service().vault.get(t.workspace_id, n) for n in ("cred", "spare")},
+        "vault": {n: container().connectors.vault.get(t.workspace_id, n) for n in ("cred", "spare")},
     }
 
 

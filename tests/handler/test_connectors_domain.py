@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from flowgate import config, connectors
+from flowgate import wiring
 from flowgate.connectors.merge import MASK
 from flowgate.connectors.models import PutConnectorRequest, PutSecretRequest
 from flowgate.connectors.runtime import ConnectorError, RunContext
@@ -23,6 +23,7 @@ from flowgate.connectors.vault import Vault
 from flowgate.db import Table
 from flowgate.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from flowgate.url_guard import OutboundPolicy
+from flowgate.wiring import container
 from tests.unit.test_connectors_git import build_sample
 from tests.unit.test_connectors_rest import serve_echo
 
@@ -351,16 +352,11 @@ def test_composition_root_reads_the_settings(aws: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("STAGE", "qa")
     monkeypatch.setenv("OUTBOUND_ALLOW_LIST", "127.0.0.0/8")
     monkeypatch.setenv("FLOWGATE_LOCAL", "1")
-    for cached in (config.get_settings, connectors.service, connectors.run_context):
-        cached.cache_clear()
-    try:
-        service = connectors.service()
-        assert service.store.table.name == aws
-        assert service.vault.secret_id("w", "n") == "flowgate/qa/ws/w/n"
-        assert service.ctx.allow_local_git is True
-        assert service.ctx.outbound_policy == OutboundPolicy.from_allow_list("127.0.0.0/8")
-        service.put_secret(WS, "k", secret({"token": "t"}))
-        assert [s.name for s in service.list_secrets(WS)[0]] == ["k"]
-    finally:
-        for cached in (config.get_settings, connectors.service, connectors.run_context):
-            cached.cache_clear()
+    wiring.install(None)  # a new container process reads the environment
+    service = container().connectors
+    assert service.store.table.name == aws
+    assert service.vault.secret_id("w", "n") == "flowgate/qa/ws/w/n"
+    assert service.ctx.allow_local_git is True
+    assert service.ctx.outbound_policy == OutboundPolicy.from_allow_list("127.0.0.0/8")
+    service.put_secret(WS, "k", secret({"token": "t"}))
+    assert [s.name for s in service.list_secrets(WS)[0]] == ["k"]

@@ -207,28 +207,28 @@ def test_cancelling_the_jobs_of_a_task_reports_the_task(flows_api: Api, tenants)
     # Given an execution running an operation task's jobs (a slow flow), and the runner's task hook
     import threading
 
-    from flowgate import flows
     from flowgate.flows.models import ExecutionStatus
     from flowgate.flows.service import ACTIVE
+    from flowgate.wiring import container
 
     a, _ = tenants
     slow = "import time\ndef handler(system, this):\n    time.sleep(20)\n"
     flows_api.call(
         "PUT", f"{A}/workspaces/{a.workspace_id}/flows/slow", {"script": slow}, token=a.admin_token
     )
-    item = flows.service().create_flow_execution(a.workspace_id, "slow", {}, a.admin_id, task_id="task-1")
+    item = container().flows.create_flow_execution(a.workspace_id, "slow", {}, a.admin_id, task_id="task-1")
     reported: list[tuple[str, bool]] = []
-    runner = flows.execution_runner()
+    runner = container().runner
     runner.on_task_done = lambda task_id, success, message: reported.append((task_id, success))
     worker = threading.Thread(target=runner.run_claimed, args=(item["id"],))
     worker.start()
     # When the execution is cancelled while it runs
     deadline = time.monotonic() + 10
-    while (flows.store().get_execution(item["id"]) or {}).get(
+    while (container().flow_store.get_execution(item["id"]) or {}).get(
         "status"
     ) == "pending" and time.monotonic() < deadline:
         time.sleep(0.05)
-    flows.store().transition(item["id"], ExecutionStatus.CANCELLED, allowed_from=ACTIVE)
+    container().flow_store.transition(item["id"], ExecutionStatus.CANCELLED, allowed_from=ACTIVE)
     worker.join(15)
     # Then the task hears that its jobs ended without success
     assert not worker.is_alive()
@@ -239,11 +239,10 @@ def test_limited_workspaces_store_a_bounded_number_of_executions(
     flows_api: Api, tenants, root_token: str, api: Api, monkeypatch: pytest.MonkeyPatch
 ):
     # Given a quota of 3 stored executions for limited workspaces
-    from flowgate import config, flows
+    from flowgate import wiring
 
     monkeypatch.setenv("MAX_STORED_EXECUTIONS_LIMITED", "3")
-    config.get_settings.cache_clear()
-    flows.service.cache_clear()
+    wiring.install(None)  # a new container process reads the environment
     a, b = tenants
     for t in (a, b):
         flows_api.call(

@@ -26,10 +26,10 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from flowgate import flows
+from flowgate.clock import iso, now
 from flowgate.flows.models import ExecutionStatus
-from flowgate.identity.auth import iso, now
 from flowgate.observability import logger
+from flowgate.wiring import container
 from tests.conftest import ROOT
 from tests.handler.conftest import Api, Tenant, lambda_context, load_function, make_tenant
 
@@ -401,7 +401,7 @@ def test_a_message_for_an_execution_left_running_ends_it_in_error(rig: Rig, peer
     # Given an execution that a runner claimed long ago (past any time limit) and then died with
     eid = rig.start("calls", CALLS_PEER, url=f"{peer.url}/lost")
     long_ago = iso(now() - dt.timedelta(hours=2))
-    claimed = flows.store().transition(
+    claimed = container().flow_store.transition(
         eid, ExecutionStatus.RUNNING, allowed_from=[ExecutionStatus.PENDING], started_at=long_ago
     )
     assert claimed is not None

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from flowgate import aws as aws_clients  # "aws" is the moto fixture
-from flowgate import flows, identity
 from flowgate.db import Table
 from flowgate.errors import BadRequest, Conflict, FlowgateError, Forbidden, Gone, NotFound, PayloadTooLarge
 from flowgate.identity.auth import principal_of
@@ -31,6 +30,7 @@ from flowgate.identity.models import (
     Role,
 )
 from flowgate.url_guard import OutboundPolicy
+from flowgate.wiring import container
 from flowgate.workflow.models import Task
 from flowgate.workflow.service import WorkflowService
 from flowgate.workflow.store import WorkflowStore
@@ -145,20 +145,20 @@ class World:
 def _member(
     cid: str, admin: Principal, name: str, role: Role = Role.MEMBER, *privileges: Privilege
 ) -> Principal:
-    made = identity.service().create_member(
+    made = container().identity.create_member(
         admin,
         cid,
         CreateMemberRequest(
             username=name, password=f"{name}-password-1", role=role, privileges=list(privileges)
         ),
     )
-    user = identity.store().get_user(made.id)
+    user = container().identity_store.get_user(made.id)
     assert user is not None
     return principal_of(user)
 
 
 def _flow(ws: str, name: str) -> None:
-    flows.store().create_flow(
+    container().flow_store.create_flow(
         {
             "id": f"flow-{name}-{ws}",
             "workspace_id": ws,
@@ -173,9 +173,9 @@ def _flow(ws: str, name: str) -> None:
 
 
 def _tenant(tag: str) -> tuple[str, str, Principal]:
-    cid = identity.service().create_contract(ROOT, CreateContractRequest(name=f"enterprise-{tag}")).id
+    cid = container().identity.create_contract(ROOT, CreateContractRequest(name=f"enterprise-{tag}")).id
     admin = _member(cid, ROOT, f"admin-{tag}", Role.ORG_ADMIN)
-    ws = identity.service().create_workspace(admin, cid, CreateWorkspaceRequest(name=f"ws-{tag}")).id
+    ws = container().identity.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"ws-{tag}")).id
     for op in ("deploy", "undeploy", "reconfigure"):
         _flow(ws, f"{op}-flow")
     return cid, ws, admin
@@ -184,9 +184,9 @@ def _tenant(tag: str) -> tuple[str, str, Principal]:
 def build_service(table: str, holds: FakeHolds, jobs: FakeJobs) -> WorkflowService:
     return WorkflowService(
         WorkflowStore(Table(table)),
-        identity.service(),
-        identity.store(),
-        flows.store(),
+        container().identity,
+        container().identity,
+        container().flows,
         holds=holds,
         jobs=jobs,
         outbound_policy=OutboundPolicy.from_allow_list("127.0.0.0/8,::1"),
@@ -205,7 +205,7 @@ def world(aws: str) -> World:
     approver = _member(cid, admin, "approver", Role.MEMBER, Privilege.WORKFLOW_OVERRIDE)
     bob = _member(cid, admin, "bob")
     for who in (alice, carol, bob):
-        identity.service().grant_access(admin, ws, who.user_id, GrantAccessRequest())
+        container().identity.grant_access(admin, ws, who.user_id, GrantAccessRequest())
     cid_b, ws_b, admin_b = _tenant("b")
     outsider = _member(cid_b, admin_b, "outsider", Role.MEMBER, Privilege.WORKFLOW_OVERRIDE)
     for op in ("deploy", "undeploy", "reconfigure"):
@@ -518,7 +518,7 @@ def test_other_enterprises_flag_does_not_hold_ours(world: World) -> None:
 def test_an_operation_needs_a_bound_flow(world: World, aws: str) -> None:
     svc = build_service(aws, world.holds, world.jobs)
     cid, ws, admin = world.cid, world.ws, world.admin
-    fresh = identity.service().create_workspace(admin, cid, CreateWorkspaceRequest(name="fresh")).id
+    fresh = container().identity.create_workspace(admin, cid, CreateWorkspaceRequest(name="fresh")).id
     vm = svc.create_virtual_machine(admin, fresh, {"name": "vm", "cpu": 1, "ram": 512}).id
     with pytest.raises(Conflict) as err:
         svc.request_operation(admin, fresh, "vm", vm, "deploy")
@@ -970,23 +970,17 @@ def test_resources_and_tenancy(world: World) -> None:
 
 
 def test_composition_root(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`workflow.service()` wires the identity and flows contexts and the lead's adapters from settings."""
-    from flowgate import workflow
-    from flowgate.config import get_settings
+    """`container().workflow` wires the identity and flows contexts and the lead's adapters from settings."""
+    from flowgate import wiring
+    from flowgate.wiring import container
 
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "900")
-    get_settings.cache_clear()
-    workflow.store.cache_clear()
-    workflow.service.cache_clear()
-    try:
-        assert workflow.store().table.name == aws
-        built = workflow.service()
-        assert isinstance(built, WorkflowService)
-        assert built.default_timeout_seconds == 900
-        assert built.store is workflow.store()
-    finally:
-        workflow.store.cache_clear()
-        workflow.service.cache_clear()
+    wiring.install(None)  # a new container process reads the environment
+    assert container().workflow_store.table.name == aws
+    built = container().workflow
+    assert isinstance(built, WorkflowService)
+    assert built.default_timeout_seconds == 900
+    assert built.store is container().workflow_store
 
 
 def test_a_continue_whose_follow_through_died_is_finished_by_a_repeat(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flowgate import clock
 from flowgate.activation import rules
 from flowgate.activation.models import ActivationSettings, ActivationStatus, MessageStatus
 from flowgate.errors import BadRequest, Conflict, PayloadTooLarge
@@ -15,15 +16,15 @@ T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 
 def test_iso_ms_is_fixed_width_and_sorts_as_time() -> None:
-    a, b = rules.iso_ms(T0), rules.iso_ms(T0 + timedelta(milliseconds=1))
+    a, b = clock.iso_ms(T0), clock.iso_ms(T0 + timedelta(milliseconds=1))
     assert a == "2024-05-01T10:00:00.000Z"
     assert len(a) == len(b)
     assert a < b
-    assert rules.parse_iso(b) == T0 + timedelta(milliseconds=1)
+    assert clock.parse_iso(b) == T0 + timedelta(milliseconds=1)
 
 
 def test_truncate_drops_below_milliseconds() -> None:
-    assert rules.truncate_ms(T0 + timedelta(microseconds=1999)) == T0 + timedelta(milliseconds=1)
+    assert clock.truncate_ms(T0 + timedelta(microseconds=1999)) == T0 + timedelta(milliseconds=1)
 
 
 def test_stop_and_warning_times() -> None:
@@ -54,8 +55,8 @@ def test_due_exactly_at_its_time_not_before() -> None:
 
 def test_due_upper_bound_covers_every_entry_up_to_now_and_none_after() -> None:
     bound = rules.due_upper_bound(T0)
-    at_now = rules.due_sort_key(rules.iso_ms(T0), "ws-zz", "flow.Z_z-9")
-    later = rules.due_sort_key(rules.iso_ms(T0 + timedelta(milliseconds=1)), "a", "a")
+    at_now = rules.due_sort_key(clock.iso_ms(T0), "ws-zz", "flow.Z_z-9")
+    later = rules.due_sort_key(clock.iso_ms(T0 + timedelta(milliseconds=1)), "a", "a")
     assert at_now <= bound < later
 
 

@@ -10,8 +10,7 @@ loses that condition and does nothing, so a flow is stopped, and its messages co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flowgate.activation import rules
@@ -26,15 +25,12 @@ from flowgate.activation.models import (
 from flowgate.activation.ports import EventPublisher
 from flowgate.activation.service import audit_item, discard_queued
 from flowgate.activation.store import STOP, WARN, ActivationStore, due_key
+from flowgate.clock import Clock, iso_ms, now, parse_iso, truncate_ms
 from flowgate.db import Item
 from flowgate.observability import logger
 
 STOPPED_EVENT = "Flowgate Flow Stopped"
 WARNING_EVENT = "Flowgate Flow Stop Warning"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Enforcer:
@@ -43,7 +39,7 @@ class Enforcer:
         store: ActivationStore,
         events: EventPublisher,
         settings: ActivationSettings,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Clock = now,
     ) -> None:
         self.store = store
         self.events = events
@@ -52,7 +48,7 @@ class Enforcer:
 
     def run(self, now: datetime | None = None) -> EnforcerReport:
         """Stop what is due, then warn what is due (a flow stopped in this run is not warned)."""
-        moment = rules.truncate_ms(now or self.clock())
+        moment = truncate_ms(now or self.clock())
         report = EnforcerReport()
         bound = rules.due_upper_bound(moment)
         for entry in list(self.store.due(STOP, bound)):
@@ -68,7 +64,7 @@ class Enforcer:
     # ---- the stop ----
     def _stop(self, entry: Item, now: datetime) -> StoppedFlow | None:
         wsid, flow, activated_at = entry["workspace_id"], entry["flow"], entry["activated_at"]
-        at = rules.iso_ms(now)
+        at = iso_ms(now)
         stop = {
             "at": at,
             "reason": StopReason.RUNTIME_LIMIT.value,
@@ -84,7 +80,7 @@ class Enforcer:
         wsid, flow, activated_at = entry["workspace_id"], entry["flow"], entry["activated_at"]
         ttl = rules.retention_ttl(now, self.settings.retention_days_limited)
         discarded = discard_queued(
-            self.store, wsid, flow, reason=StopReason.RUNTIME_LIMIT.value, at=rules.iso_ms(now), ttl=ttl
+            self.store, wsid, flow, reason=StopReason.RUNTIME_LIMIT.value, at=iso_ms(now), ttl=ttl
         )
         audit = audit_item(
             wsid,
@@ -126,7 +122,7 @@ class Enforcer:
         ):
             return None  # cannot happen for a due entry unless the write failed otherwise; retry next run
         if stop.get("activated_at") == entry["activated_at"] and stop.get("complete") is False:
-            started = rules.parse_iso(stop["at"])
+            started = parse_iso(stop["at"])
             if now - started < timedelta(seconds=self.settings.stop_lease_seconds):
                 return None
             logger.warning("finishing a stop left half done", extra={"flow": entry["flow"]})
@@ -147,7 +143,7 @@ class Enforcer:
     # ---- the warning ----
     def _warn(self, entry: Item, now: datetime) -> WarnedFlow | None:
         """Record `warned_at` once per activation and publish the warning event."""
-        at = rules.iso_ms(now)
+        at = iso_ms(now)
         if not self.store.mark_warned(entry, at):
             current = self.store.get_activation(entry["workspace_id"], entry["flow"])
             if (
@@ -157,7 +153,7 @@ class Enforcer:
             ):
                 self.store.delete_due({"PK": entry["PK"], "SK": entry["SK"]})  # stale entry
             return None
-        left = rules.seconds_left(rules.parse_iso(entry["stops_at"]), now)
+        left = rules.seconds_left(parse_iso(entry["stops_at"]), now)
         detail = {
             "workspace_id": entry["workspace_id"],
             "flow": entry["flow"],

@@ -10,20 +10,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from flowgate.activation.models import MessageRun
-from flowgate.db import Item
-from flowgate.identity.models import Principal, Workspace
 
 
 class FlowLookup(Protocol):
-    """Whether a flow exists (the flows store)."""
+    """Whether a flow exists (the flows service)."""
 
-    def get_flow(self, wsid: str, name: str) -> Item | None: ...
-
-
-class WorkspaceAuthorizer(Protocol):
-    """The identity service's check: 404 outside the workspace's contract, 403 without access."""
-
-    def authorize_workspace(self, principal: Principal, wsid: str, *, manage: bool = False) -> Workspace: ...
+    def flow_exists(self, wsid: str, name: str) -> bool: ...
 
 
 class MessageQueue(Protocol):

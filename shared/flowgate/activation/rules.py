@@ -11,31 +11,17 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flowgate.activation.models import ActivationStatus, MessageStatus
+from flowgate.clock import iso_ms
 from flowgate.errors import BadRequest, Conflict, PayloadTooLarge
 
 # Greater than every character of a workspace id or a flow name, so `<now>#~` bounds every due entry
 # whose time is <= now whatever follows the time.
 _SORT_HIGH = "~"
 FINAL_MESSAGE_STATUSES = frozenset({MessageStatus.DONE, MessageStatus.FAILED, MessageStatus.DISCARDED})
-
-
-def iso_ms(moment: datetime) -> str:
-    """A sortable UTC timestamp with milliseconds (the precision the conditions compare)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def truncate_ms(moment: datetime) -> datetime:
-    """The moment as stored: the clock is read once and kept at the precision of the keys."""
-    return parse_iso(iso_ms(moment))
 
 
 def stops_at(started: datetime, max_runtime_seconds: int) -> datetime:

@@ -9,8 +9,8 @@ access); `state_of`, `process_message` and `kind_changed` are called by other pa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from flowgate.activation import rules
@@ -25,18 +25,13 @@ from flowgate.activation.models import (
     QueuedMessage,
     StopReason,
 )
-from flowgate.activation.ports import FlowLookup, MessageQueue, MessageRunner, WorkspaceAuthorizer
+from flowgate.activation.ports import FlowLookup, MessageQueue, MessageRunner
 from flowgate.activation.store import QUOTA_CONFLICT, ActivationStore, audit_key, due_keys_of
+from flowgate.clock import Clock, iso_ms, now, parse_iso, truncate_ms
 from flowgate.db import Item, StaleVersion
 from flowgate.errors import Conflict, NotFound
-from flowgate.identity.models import Principal, Workspace, WorkspaceKind
+from flowgate.identity.ports import Principal, Workspace, WorkspaceAuthorizer, WorkspaceKind
 from flowgate.observability import logger
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def activation_from(item: Mapping[str, Any] | None, wsid: str, flow: str, now: datetime) -> FlowActivation:
@@ -46,7 +41,7 @@ def activation_from(item: Mapping[str, Any] | None, wsid: str, flow: str, now: d
     fields = {k: v for k, v in item.items() if k in FlowActivation.model_fields}
     activation = FlowActivation.model_validate(fields)
     if activation.status == ActivationStatus.ACTIVE and activation.stops_at:
-        activation.seconds_left = rules.seconds_left(rules.parse_iso(activation.stops_at), now)
+        activation.seconds_left = rules.seconds_left(parse_iso(activation.stops_at), now)
     return activation
 
 
@@ -100,7 +95,7 @@ class ActivationService:
         queue: MessageQueue,
         runner: MessageRunner,
         settings: ActivationSettings,
-        clock: Clock = _utcnow,
+        clock: Clock = now,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -111,11 +106,11 @@ class ActivationService:
         self.clock = clock
 
     def _now(self) -> datetime:
-        return rules.truncate_ms(self.clock())
+        return truncate_ms(self.clock())
 
     def _authorized_flow(self, principal: Principal, wsid: str, flow: str) -> Workspace:
         workspace = self.workspaces.authorize_workspace(principal, wsid)
-        if self.flows.get_flow(wsid, flow) is None:
+        if not self.flows.flow_exists(wsid, flow):
             raise NotFound(f"flow '{flow}' not found")
         return workspace
 
@@ -133,9 +128,7 @@ class ActivationService:
     ) -> tuple[list[AuditRecord], str | None]:
         """The flow's activation history, oldest first: activations, deactivations, stops."""
         self.workspaces.authorize_workspace(principal, wsid)
-        page = self.store.table.query(
-            f"WS#{wsid}", sk_prefix=f"FLOWAUDIT#{flow}#", limit=limit, cursor=cursor
-        )
+        page = self.store.list_audit(wsid, flow, limit, cursor)
         return [audit_from(i) for i in page.items], page.next
 
     # ---- activate / deactivate ----
@@ -153,7 +146,7 @@ class ActivationService:
             now = self._now()
             if current is not None and current["status"] == ActivationStatus.ACTIVE:
                 return activation_from(current, wsid, flow, now)
-            stamp = rules.iso_ms(now)
+            stamp = iso_ms(now)
             item: Item = {
                 "workspace_id": wsid,
                 "flow": flow,
@@ -165,8 +158,8 @@ class ActivationService:
             }
             if limited:
                 stop = rules.stops_at(now, self.settings.max_runtime_seconds)
-                item["stops_at"] = rules.iso_ms(stop)
-                item["warn_at"] = rules.iso_ms(rules.warn_at(now, stop, self.settings.warning_seconds))
+                item["stops_at"] = iso_ms(stop)
+                item["warn_at"] = iso_ms(rules.warn_at(now, stop, self.settings.warning_seconds))
             audit = audit_item(wsid, flow, stamp, "activated", activated_at=stamp, actor=principal.user_id)
             try:
                 self.store.activate(
@@ -197,7 +190,7 @@ class ActivationService:
         rules.check_deactivate(status, flow)
         assert current is not None
         now = self._now()
-        at = rules.iso_ms(now)
+        at = iso_ms(now)
         activated_at = current["activated_at"]
         stop = {
             "at": at,
@@ -249,7 +242,7 @@ class ActivationService:
             "id": rules.new_message_id(now),
             "workspace_id": wsid,
             "flow": flow,
-            "received_at": rules.iso_ms(now),
+            "received_at": iso_ms(now),
             "status": MessageStatus.QUEUED.value,
             "body": checked,
             "attempts": 0,
@@ -327,7 +320,7 @@ class ActivationService:
             MessageStatus.PROCESSING,
             allowed_from=[MessageStatus.QUEUED, MessageStatus.PROCESSING],
             add_attempt=True,
-            started_at=rules.iso_ms(now),
+            started_at=iso_ms(now),
             attempt_execution=execution_id,
         )
         if claimed is None:
@@ -355,7 +348,7 @@ class ActivationService:
             final=last,
             execution_id=ran_id,
             error=error or "the flow failed",
-            ended_at=rules.iso_ms(ended) if last else None,
+            ended_at=iso_ms(ended) if last else None,
             ttl=ttl if last else None,
         )
         raise MessageFailed(f"message {message_id} failed (attempt {receive_count}): {error}")
@@ -370,7 +363,7 @@ class ActivationService:
             allowed_from=[MessageStatus.PROCESSING],
             final=True,
             execution_id=run.execution_id,
-            ended_at=rules.iso_ms(ended),
+            ended_at=iso_ms(ended),
             error=None,
             ttl=rules.retention_ttl(ended, int(message.get("retention_days") or 1)),
         )
@@ -387,7 +380,7 @@ class ActivationService:
             MessageStatus.DISCARDED,
             allowed_from=[MessageStatus.QUEUED, MessageStatus.PROCESSING],
             final=True,
-            discarded_at=rules.iso_ms(now),
+            discarded_at=iso_ms(now),
             discard_reason=reason,
             ttl=rules.retention_ttl(now, int(message.get("retention_days") or 1)),
         )
@@ -407,6 +400,6 @@ class ActivationService:
                 stop = rules.stops_at(now, self.settings.max_runtime_seconds)
                 self.store.start_clock(
                     item,
-                    rules.iso_ms(stop),
-                    rules.iso_ms(rules.warn_at(now, stop, self.settings.warning_seconds)),
+                    iso_ms(stop),
+                    iso_ms(rules.warn_at(now, stop, self.settings.warning_seconds)),
                 )

@@ -355,6 +355,11 @@ class ActivationStore:
             ]
         )
 
+    def list_audit(self, wsid: str, flow: str, limit: int, cursor: str | None) -> Page:
+        """A flow's activation history, oldest first (the sort key starts with the time)."""
+        key = audit_key(wsid, flow, "", "")
+        return self.table.query(key["PK"], sk_prefix=f"FLOWAUDIT#{flow}#", limit=limit, cursor=cursor)
+
     def get_message(self, wsid: str, flow: str, mid: str) -> Item | None:
         key = message_key(wsid, flow, mid)
         return self.table.get(key["PK"], key["SK"])

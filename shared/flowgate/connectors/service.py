@@ -16,11 +16,12 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from flowgate.clock import iso
+from flowgate.clock import now as utcnow
 from flowgate.connectors import registry
 from flowgate.connectors.merge import Merged, merge_inputs, scrub
 from flowgate.connectors.models import (
@@ -43,10 +44,6 @@ __all__ = ["ConnectorError", "ConnectorService", "Prepared", "RunContext", "chec
 # Saves without If-Match re-read and retry this often before answering 409.
 UPDATE_ATTEMPTS = 3
 CHANGED_MEANWHILE = "the connector was changed by another request; reload and retry"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_name(name: str, what: str) -> None:
@@ -94,7 +91,7 @@ class ConnectorService:
             if if_match is not None and (current is None or current["version"] != if_match):
                 found = "does not exist" if current is None else f"is at version {current['version']}"
                 raise PreconditionFailed(f"the connector {found}, not {if_match}; reload and retry")
-            now = _now()
+            now = iso(utcnow())
             item = self.store.connector_item(
                 id=current["id"] if current else str(uuid.uuid4()),
                 workspace_id=wsid,
@@ -175,7 +172,7 @@ class ConnectorService:
         so a listed secret always has a value; what comes back names its keys, never its values."""
         check_name(name, "secret")
         self.vault.put(wsid, name, request.value)
-        item = self.store.record_secret(wsid, name, sorted(request.value), _now())
+        item = self.store.record_secret(wsid, name, sorted(request.value), iso(utcnow()))
         return secret_info_from(item)
 
     def get_secret(self, wsid: str, name: str) -> SecretInfo:

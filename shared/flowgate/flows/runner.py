@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -19,20 +19,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowgate import sandbox
-from flowgate.errors import BadRequest, Conflict, FlowgateError, NotFound
+from flowgate.clock import iso, now
+from flowgate.errors import BadRequest, Conflict, NotFound
 from flowgate.flows.models import ExecutionStatus, ExecutionType
-from flowgate.flows.service import ACTIVE, new_execution
+from flowgate.flows.ports import ConnectionRun, Connections, TaskDone
+from flowgate.flows.service import ACTIVE, FlowService
 from flowgate.flows.store import FlowStore
-from flowgate.identity.auth import iso, now
 from flowgate.observability import logger
 
 if TYPE_CHECKING:
     from flowgate.config import Settings
-    from flowgate.connectors.service import ConnectorService, RunContext
 
-# Guards against runaway scripts: children per execution, and depth of flows starting flows.
+# A guard against runaway scripts: children per execution (their depth is the flow service's rule).
 MAX_CHILDREN = 100
-MAX_DEPTH = 5
 CANCEL_POLL_SECONDS = 1.0
 # Past its time limit plus this, a running execution's runner is taken to have died.
 LEASE_MARGIN_SECONDS = 120.0
@@ -49,32 +48,27 @@ MAX_OUTPUT_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class RunnerConfig:
     limits: sandbox.Limits
-    run_context: RunContext
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerConfig:
-        from flowgate.connectors.service import RunContext
-
         seconds = settings.flow_time_limit_seconds
         limits = sandbox.Limits(
             wall_seconds=float(seconds), cpu_seconds=seconds, memory_bytes=settings.flow_memory_mb * 2**20
         )
-        return cls(limits, RunContext.from_settings(settings))
-
-
-TaskHook = Callable[[str, bool, str | None], None]
+        return cls(limits)
 
 
 class Runner:
     def __init__(
         self,
-        store: FlowStore,
-        connectors: ConnectorService,
+        flows: FlowService,
+        connections: Connections,
         config: RunnerConfig,
-        on_task_done: TaskHook | None = None,
+        on_task_done: TaskDone | None = None,
     ) -> None:
-        self.store = store
-        self.connectors = connectors
+        self.flows = flows
+        self.store: FlowStore = flows.store
+        self.connections = connections
         self.config = config
         # Told when an execution that runs an operation task's jobs has ended (the workflow context).
         self.on_task_done = on_task_done
@@ -135,31 +129,25 @@ class Runner:
 
     # ---- connections ----
     def _run_connection(self, item: Mapping[str, Any]) -> None:
-        from flowgate.connectors.service import ConnectorError
-
         started = time.monotonic()
-        try:
-            prepared = self.connectors.prepare(
-                item["workspace_id"],
-                item.get("connector"),
-                item.get("connector_type"),
-                item.get("inputs") or {},
-            )
-            self.store.record(
-                item["id"], inputs=prepared.merged.redacted, input_sources=prepared.merged.sources
-            )
-            # a connection may not outlive the flow time limit
-            context = self.config.run_context.with_time_left(self.config.limits.wall_seconds)
-            outputs = self.connectors.execute(prepared, context)
-        except (FlowgateError, ConnectorError) as exc:
-            self._finish(
-                item["id"],
-                ExecutionStatus.ERROR,
-                message=str(getattr(exc, "message", exc)),
-                duration_ms=int((time.monotonic() - started) * 1000),
-            )
-            return
+
+        def merged(run: ConnectionRun) -> None:
+            self.store.record(item["id"], inputs=run.inputs, input_sources=run.input_sources)
+
+        run = self.connections.run(
+            item["workspace_id"],
+            item.get("connector"),
+            item.get("connector_type"),
+            item.get("inputs") or {},
+            seconds=self.config.limits.wall_seconds,  # a connection may not outlive the flow time limit
+            merged=merged,
+        )
         duration_ms = int((time.monotonic() - started) * 1000)
+        if run.error is not None or run.outputs is None:
+            message = run.error or "the connection gave no outputs"
+            self._finish(item["id"], ExecutionStatus.ERROR, message=message, duration_ms=duration_ms)
+            return
+        outputs = run.outputs
         size = len(json.dumps(outputs))
         if size > MAX_OUTPUT_BYTES:  # e.g. a large answer decoded to more bytes than it arrived as
             message = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
@@ -274,73 +262,40 @@ class ScriptCalls:
 
     # ---- operations ----
     def _start_child(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A pending child, made by the flow service like every execution (quota, retention)."""
         if len(self.children) >= MAX_CHILDREN:
             raise Conflict(f"an execution may start at most {MAX_CHILDREN} children")
         inputs = args.get("inputs") or {}
         if not isinstance(inputs, dict):
             raise BadRequest("inputs must be a mapping")
-        depth = int(self.execution.get("depth") or 0) + 1
         starter = self.execution["started_by"]
+        flows = self.runner.flows
         if args.get("kind") == "connection":
-            item = self._connection_child(args, inputs, starter, depth)
+            name, type_ = args.get("connector"), args.get("connector_type")
+            if bool(name) == bool(type_):
+                raise BadRequest("name a connector or a connector_type, not both")
+            if name:
+                type_ = self.runner.connections.connector_type(self.workspace_id, str(name))
+            item = flows.create_connection_execution(
+                self.workspace_id, name, type_, inputs, starter, parent=self.execution
+            )
         elif args.get("kind") == "flow":
-            item = self._flow_child(args, inputs, starter, depth)
+            if args.get("remote_workspace_name"):
+                raise BadRequest(
+                    "remote_workspace_name needs workspace linking (sync configs), which is not built yet"
+                )
+            name = str(args.get("flow") or "")
+            try:
+                item = flows.create_flow_execution(
+                    self.workspace_id, name, inputs, starter, parent=self.execution
+                )
+            except NotFound as exc:
+                raise NotFound(f"flow '{name}' not found in this workspace") from exc
         else:
             raise BadRequest("kind must be 'connection' or 'flow'")
-        self.runner.store.create_execution(item)
         with self.lock:
             self.children[item["id"]] = None
         return {"id": item["id"]}
-
-    def _connection_child(
-        self, args: dict[str, Any], inputs: dict[str, Any], starter: str, depth: int
-    ) -> dict[str, Any]:
-        name, type_ = args.get("connector"), args.get("connector_type")
-        if bool(name) == bool(type_):
-            raise BadRequest("name a connector or a connector_type, not both")
-        if name:
-            connector = self.runner.connectors.get_connector(self.workspace_id, str(name))
-            type_ = connector.type
-        return new_execution(
-            self.workspace_id,
-            ExecutionType.CONNECTION,
-            starter,
-            parent=self.execution,
-            connector=name,
-            connector_type=type_,
-            inputs=inputs,
-            input_sources=dict.fromkeys(inputs, "call"),
-            depth=depth,
-            ttl=self.execution.get("ttl"),  # children live as long as their parent
-        )
-
-    def _flow_child(
-        self, args: dict[str, Any], inputs: dict[str, Any], starter: str, depth: int
-    ) -> dict[str, Any]:
-        if args.get("remote_workspace_name"):
-            raise BadRequest(
-                "remote_workspace_name needs workspace linking (sync configs), which is not built yet"
-            )
-        if depth > MAX_DEPTH:
-            raise Conflict(f"flows may start flows at most {MAX_DEPTH} levels deep")
-        name = str(args.get("flow") or "")
-        flow = self.runner.store.get_flow(self.workspace_id, name)
-        if flow is None:
-            raise NotFound(f"flow '{name}' not found in this workspace")
-        return new_execution(
-            self.workspace_id,
-            ExecutionType.FLOW,
-            starter,
-            parent=self.execution,
-            flow=flow["name"],
-            flow_id=flow["id"],
-            flow_version=flow["version"],
-            script=flow["script"],
-            inputs=inputs,
-            input_sources=dict.fromkeys(inputs, "call"),
-            depth=depth,
-            ttl=self.execution.get("ttl"),  # children live as long as their parent
-        )
 
     def _own_child(self, args: dict[str, Any]) -> str:
         child_id = str(args.get("id") or "")
@@ -399,11 +354,9 @@ class ScriptCalls:
                 raise NotFound("flow not found in this workspace")
             return {k: flow.get(k) for k in ("id", "name", "version", "description", "script", "updated_at")}
         if kind == "connector":
-            connector = self.runner.connectors.get_connector(self.workspace_id, str(args.get("name") or ""))
-            return connector.model_dump(mode="json")
+            return self.runner.connections.describe(self.workspace_id, str(args.get("name") or ""))
         if kind == "secret_names":
-            items, _ = self.runner.connectors.list_secrets(self.workspace_id, 100, None)
-            return [s.name for s in items]
+            return self.runner.connections.secret_names(self.workspace_id)
         if kind == "execution":
             found = store.get_execution(str(args.get("id") or ""))
             if found is None or found["workspace_id"] != self.workspace_id:

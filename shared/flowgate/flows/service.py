@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
 from flowgate import sandbox
+from flowgate.clock import iso, now
 from flowgate.db import StaleVersion
 from flowgate.errors import Conflict, NotFound
 from flowgate.flows.models import (
@@ -20,19 +21,13 @@ from flowgate.flows.models import (
     PutFlowRequest,
     StartExecutionRequest,
 )
+from flowgate.flows.ports import IsActive, KindOf, Queue, WorkspaceAuthorizer
 from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
-from flowgate.identity.auth import iso, now
-from flowgate.identity.models import Principal, Workspace
+from flowgate.identity.ports import Principal
 
 ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
-
-
-class WorkspaceAuthorizer(Protocol):
-    def authorize_workspace(self, principal: Principal, wsid: str, *, manage: bool = False) -> Workspace: ...
-
-
-class Queue(Protocol):
-    def send(self, execution_id: str, workspace_id: str) -> None: ...
+# Flows may start flows this many levels deep (a guard against runaway recursion).
+MAX_DEPTH = 5
 
 
 def new_execution(
@@ -41,12 +36,12 @@ def new_execution(
     started_by: str,
     *,
     parent: Mapping[str, Any] | None = None,
+    id: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """The item of a new pending execution; a child inherits its parent's root."""
-    eid = str(uuid.uuid4())
+    """The item of a new pending execution; a child inherits its parent's root, one level deeper."""
     return {
-        "id": eid,
+        "id": id or str(uuid.uuid4()),
         "workspace_id": workspace_id,
         "type": type_.value,
         "status": ExecutionStatus.PENDING.value,
@@ -54,6 +49,7 @@ def new_execution(
         "created_at": iso(now()),
         "parent": parent["id"] if parent else None,
         "root": (parent.get("root") or parent["id"]) if parent else None,
+        **({"depth": int(parent.get("depth") or 0) + 1} if parent else {}),
         "version": 1,
         **fields,
     }
@@ -71,7 +67,7 @@ class FlowService:
         workspaces: WorkspaceAuthorizer,
         queue: Queue,
         retention: Retention | None = None,
-        is_active: Callable[[str, str], bool] | None = None,
+        is_active: IsActive | None = None,
     ) -> None:
         self.store = store
         self.workspaces = workspaces
@@ -158,16 +154,9 @@ class FlowService:
         (redacted) when it runs.
         """
         workspace = self.workspaces.authorize_workspace(principal, wsid)
-        item = new_execution(
-            wsid,
-            ExecutionType.CONNECTION,
-            principal.user_id,
-            connector=connector["name"],
-            connector_type=connector["type"],
-            inputs=dict(inputs),
-            input_sources=dict.fromkeys(inputs, "call"),
+        item = self.create_connection_execution(
+            wsid, connector["name"], connector["type"], inputs, principal.user_id, kind=workspace.kind.value
         )
-        self._store(item, workspace.kind.value)
         self.queue.send(item["id"], wsid)
         return execution_from(item)
 
@@ -188,12 +177,17 @@ class FlowService:
         *,
         source: str = "call",
         kind: str | None = None,
+        parent: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Store a pending execution of the flow's current script (not yet queued); its item.
 
-        `source` names where the inputs came from (shown per key); `kind` saves a workspace lookup.
+        Every flow execution is made here, whatever starts it (the API, a message, a task, a parent
+        script), so each one counts against the workspace's quota and gets its retention. `source`
+        names where the inputs came from (shown per key); `kind` saves a workspace lookup.
         """
+        if parent is not None and int(parent.get("depth") or 0) + 1 > MAX_DEPTH:
+            raise Conflict(f"flows may start flows at most {MAX_DEPTH} levels deep")
         found = self.store.get_flow(workspace_id, flow)
         if found is None:
             raise NotFound(f"flow '{flow}' not found")
@@ -201,6 +195,7 @@ class FlowService:
             workspace_id,
             ExecutionType.FLOW,
             started_by,
+            parent=parent,
             flow=found["name"],
             flow_id=found["id"],
             flow_version=found["version"],
@@ -211,12 +206,44 @@ class FlowService:
         )
         return self._store(item, kind)
 
+    def create_connection_execution(
+        self,
+        workspace_id: str,
+        connector: str | None,
+        connector_type: str | None,
+        inputs: Mapping[str, Any],
+        started_by: str,
+        *,
+        kind: str | None = None,
+        parent: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store a pending connection execution (not yet queued): a stored connector or a bare type."""
+        item = new_execution(
+            workspace_id,
+            ExecutionType.CONNECTION,
+            started_by,
+            parent=parent,
+            connector=connector,
+            connector_type=connector_type,
+            inputs=dict(inputs),
+            input_sources=dict.fromkeys(inputs, "call"),
+        )
+        return self._store(item, kind)
+
     def _store(self, item: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
         if self.retention is not None:
             self.retention.admit(item["workspace_id"], kind)
             item["ttl"] = self.retention.expires_at(item["workspace_id"], kind)
         self.store.create_execution(item)
         return item
+
+    # ---- for other contexts, which have decided who may act ----
+    def flow_exists(self, wsid: str, name: str) -> bool:
+        return self.store.get_flow(wsid, name) is not None
+
+    def find_execution(self, eid: str) -> Execution | None:
+        item = self.store.get_execution(eid)
+        return execution_from(item) if item else None
 
     def _execution_item(self, principal: Principal, wsid: str, eid: str) -> dict[str, Any]:
         self.workspaces.authorize_workspace(principal, wsid)
@@ -265,7 +292,7 @@ class KindRetention:
     def __init__(
         self,
         days_by_kind: Mapping[str, int],
-        kind_of: Callable[[str], str | None],
+        kind_of: KindOf,
         store: FlowStore | None = None,
         quota_by_kind: Mapping[str, int] | None = None,
     ) -> None:
@@ -275,7 +302,10 @@ class KindRetention:
         self.quota_by_kind = quota_by_kind or {}
 
     def _kind(self, workspace_id: str, kind: str | None) -> str:
-        return kind or self.kind_of(workspace_id) or "limited"
+        if kind:
+            return kind
+        found = self.kind_of(workspace_id)
+        return found.value if found else "limited"
 
     def expires_at(self, workspace_id: str, kind: str | None = None) -> int | None:
         days = self.days_by_kind.get(self._kind(workspace_id, kind))

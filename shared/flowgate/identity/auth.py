@@ -1,6 +1,9 @@
 """Authentication: login, bearer tokens (session and machine API tokens) and HTTP Basic.
 
 Tokens are 256-bit random strings; only their SHA-256 is stored, so a table read leaks no usable token.
+
+HTTP Basic, which workflow tools send on every call, would cost an Argon2id verify (~30 ms) and two reads
+each time; `BasicCache` keeps the verified ones for a short while (see its docstring for the guarantees).
 """
 
 from __future__ import annotations
@@ -8,11 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import secrets
+import threading
+import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 from flowgate import passwords
+from flowgate.clock import iso, now
 from flowgate.db import Item, Page
 from flowgate.errors import NotFound, Unauthorized
 from flowgate.identity.models import IssuedToken, Principal, Privilege, Role
@@ -21,13 +31,10 @@ from flowgate.identity.store import IdentityStore, token_from
 TOKEN_PREFIX = "fgt_"  # noqa: S105 - a public prefix, not a secret; it makes leaked tokens easy to find with secret scanners
 SESSION, API = "session", "api"
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+# Verified HTTP Basic credentials are reused this long without a read: the bound on how late a password
+# change, a disable or a removal made in *another* container takes effect (in this one it is at once).
+BASIC_CACHE_TTL_SECONDS = 30.0
+BASIC_CACHE_SIZE = 1024
 
 
 def _hash(token: str) -> str:
@@ -46,10 +53,124 @@ def principal_of(user: Item) -> Principal:
     )
 
 
+@dataclass(frozen=True)
+class _Verified:
+    user_id: str
+    version: int | None  # the member's version when the password was verified
+    principal: Principal
+    expires: float  # on the cache's clock
+
+
+class BasicCache:
+    """HTTP Basic credentials verified in this container, reused for `ttl` seconds without a read.
+
+    * Keyed by an HMAC-SHA256 of the whole Authorization header under a random per-process key: neither
+      the password nor an unkeyed digest of it (which would be far cheaper to brute-force than Argon2id)
+      is ever held. Only the verified principal, the member's id and version are kept.
+    * Only successes are cached, so a wrong password still costs a full Argon2id verify (guessing is no
+      cheaper than before) and failed attempts cannot evict valid entries.
+    * Bounded (LRU, `size` entries) and guarded by a lock.
+    * `forget(user_id)` drops a member's entries at once. `IdentityStore` calls it after every write of a
+      user item (password, role, privileges, disable), and the composition root shares one store between
+      the identity service and the authenticator, so such a change takes effect in the writing container
+      immediately; other containers see it when their entry expires, at most `ttl` seconds later.
+    * A verification that was in flight while anything was forgotten is not cached (`epoch`): it may have
+      read the member before the write.
+    """
+
+    def __init__(self, ttl: float, size: int, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+        self._epoch = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0 and self.size > 0
+
+    @property
+    def epoch(self) -> int:
+        """Changes whenever something is forgotten; pass it back to `put`."""
+        return self._epoch
+
+    def key(self, authorization: str) -> bytes:
+        return hmac.new(self._key, authorization.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def get(self, key: bytes) -> _Verified | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.expires <= self.clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: bytes, user: Item, principal: Principal, epoch: int) -> None:
+        """Remember a success, unless something was forgotten since `epoch` was read."""
+        if not self.enabled:
+            return
+        version = user.get("version")
+        entry = _Verified(
+            user_id=str(user["id"]),
+            version=int(version) if version is not None else None,
+            principal=principal,
+            expires=self.clock() + self.ttl,
+        )
+        with self._lock:
+            if epoch != self._epoch:
+                return
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def drop(self, key: bytes) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._epoch += 1
+            for key in [k for k, e in self._entries.items() if e.user_id == user_id]:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class Authenticator:
-    def __init__(self, store: IdentityStore, token_ttl_seconds: int) -> None:
+    """Logins, tokens and the principal behind a request. Verified HTTP Basic credentials are reused from
+    a `BasicCache` for `basic_cache_ttl_seconds` (30 s): a repeated header costs no AWS call and no
+    Argon2id verify; the store's writes of a member forget them at once in this container."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        token_ttl_seconds: int,
+        *,
+        basic_cache_ttl_seconds: float = BASIC_CACHE_TTL_SECONDS,
+        basic_cache_size: int = BASIC_CACHE_SIZE,
+        basic_revalidate: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`basic_cache_ttl_seconds` <= 0 turns the Basic cache off. With `basic_revalidate`, a cache hit
+        still reads the member (one GetItem, no Argon2id) and is used only while the member's version is
+        unchanged and the member is not disabled: changes then take effect in every container at once."""
         self.store = store
         self.token_ttl = timedelta(seconds=token_ttl_seconds)
+        self.basic_cache = BasicCache(basic_cache_ttl_seconds, basic_cache_size, clock)
+        self.basic_revalidate = basic_revalidate
+        store.on_user_changed(self.forget)
+
+    def forget(self, user_id: str) -> None:
+        """Drop the member's cached Basic credentials: call after changing their password, role,
+        privileges or disabled flag, or removing them (`IdentityStore` does so for its own writes)."""
+        self.basic_cache.forget(user_id)
 
     # ---- credentials ----
     def check_password(self, username: str, password: str) -> Item:
@@ -106,11 +227,32 @@ class Authenticator:
         if scheme.lower() == "bearer" and credentials:
             return principal_of(self._user_of_token(credentials))
         if scheme.lower() == "basic" and credentials:
-            username, password = _decode_basic(credentials)
-            return principal_of(self.check_password(username, password))
+            return self._basic(authorization, credentials)
         raise Unauthorized(
             "unsupported Authorization scheme; use Bearer or Basic", code="invalid_credentials"
         )
+
+    def _basic(self, authorization: str, credentials: str) -> Principal:
+        cache = self.basic_cache
+        key = cache.key(authorization) if cache.enabled else b""
+        hit = cache.get(key) if cache.enabled else None
+        if hit is not None and self._still_current(hit):
+            return hit.principal
+        if hit is not None:
+            cache.drop(key)
+        epoch = cache.epoch  # read before the member is, so a write in between is noticed
+        username, password = _decode_basic(credentials)
+        user = self.check_password(username, password)
+        principal = principal_of(user)
+        if cache.enabled:
+            cache.put(key, user, principal, epoch)
+        return principal
+
+    def _still_current(self, hit: _Verified) -> bool:
+        if not self.basic_revalidate:
+            return True
+        user = self.store.get_user(hit.user_id)
+        return user is not None and not user.get("disabled") and user.get("version") == hit.version
 
     def _user_of_token(self, token: str) -> Item:
         item = self.store.get_token(_hash(token)) if token.startswith(TOKEN_PREFIX) else None
@@ -145,4 +287,4 @@ def _decode_basic(credentials: str) -> tuple[str, str]:
     return username, password
 
 
-__all__ = ["API", "SESSION", "Authenticator", "iso", "now", "principal_of", "token_from"]
+__all__ = ["API", "SESSION", "Authenticator", "BasicCache", "principal_of", "token_from"]

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flowgate import passwords
-from flowgate.db import Item, Page, StaleVersion
+from flowgate.clock import iso, now
+from flowgate.db import Item, Page, StaleVersion, Write
 from flowgate.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
-from flowgate.identity.auth import iso, now
 from flowgate.identity.models import (
     CONTRACT_ADMIN_ROLES,
     Contract,
@@ -224,6 +224,22 @@ class IdentityService:
         if manage and role != WorkspaceRole.WORKSPACE_OWNER:
             raise Forbidden("only the workspace's owner may do this")
         return workspace_from(item)
+
+    # ---- lookups for other contexts (identity.ports.Directory) --------------------------------
+    def find_contract(self, cid: str) -> Contract | None:
+        item = self.store.get_contract(cid)
+        return contract_from(item) if item else None
+
+    def find_member(self, uid: str) -> Member | None:
+        item = self.store.get_user(uid)
+        return member_from(item) if item else None
+
+    def workspace_kind(self, wsid: str) -> WorkspaceKind | None:
+        item = self.store.get_workspace(wsid)
+        return WorkspaceKind(item["kind"]) if item and item.get("kind") else None
+
+    def workspace_exists(self, wsid: str) -> Write:
+        return self.store.workspace_exists(wsid)
 
     def create_workspace(self, principal: Principal, cid: str, request: CreateWorkspaceRequest) -> Workspace:
         self._contract_item(principal, cid)

@@ -3,7 +3,7 @@ docs/access-patterns.md lists every item and access pattern."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowgate.db import Item, Page, Table, Write, versioned_update
@@ -111,11 +111,24 @@ def token_from(item: Item) -> ApiToken:
     )
 
 
+UserChanged = Callable[[str], None]
+
+
 class IdentityStore:
     """Reads and writes of contracts, users, workspaces, grants and tokens."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._user_listeners: list[UserChanged] = []
+
+    def on_user_changed(self, listener: UserChanged) -> None:
+        """Call `listener(user_id)` after each write of a user item through this store (the Authenticator
+        forgets the member's cached Basic credentials), also when the write failed, as it may have landed."""
+        self._user_listeners.append(listener)
+
+    def _user_changed(self, uid: str) -> None:
+        for listener in self._user_listeners:
+            listener(uid)
 
     def _get(self, key: Mapping[str, str]) -> Item | None:
         return self.table.get(key["PK"], key["SK"])
@@ -196,12 +209,26 @@ class IdentityStore:
         )
 
     def update_user(self, current: Item, changes: Mapping[str, Any]) -> None:
-        self.table.transact([versioned_update(user_key(current["id"]), changes, current["version"])])
+        """Every change of a member (password, role, privileges, disabled) goes through here; a future
+        removal of users must call `_user_changed` as well."""
+        try:
+            self.table.transact([versioned_update(user_key(current["id"]), changes, current["version"])])
+        finally:
+            self._user_changed(current["id"])
 
     def list_members(self, cid: str, limit: int, cursor: str | None) -> Page:
         return self.table.query(f"CONTRACT#{cid}#MEMBERS", index="GSI1", limit=limit, cursor=cursor)
 
     # ---- workspaces ----
+    def workspace_exists(self, wsid: str) -> Write:
+        """A condition for another context's transaction: the workspace still exists."""
+        return Write(
+            "ConditionCheck",
+            key=workspace_key(wsid),
+            condition="attribute_exists(PK)",
+            conflict="the workspace no longer exists",
+        )
+
     def get_workspace(self, wsid: str) -> Item | None:
         return self._get(workspace_key(wsid))
 

@@ -1,4 +1,4 @@
-"""AWS adapters behind the workflow context's ports: the Step Functions hold and the jobs' flow run.
+"""The AWS adapter behind the workflow context's Holds port: the Step Functions hold.
 
 The hold is one named state machine execution per task (the name is the task id, so a retried start
 is recognised), paused on an SQS task token. Releasing sends the one token call; a token that was
@@ -8,7 +8,7 @@ already used answers InvalidToken on moto and TaskTimedOut on AWS, and both mean
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flowgate import aws
 from flowgate.observability import logger
@@ -16,7 +16,6 @@ from flowgate.observability import logger
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
-    from flowgate.flows.service import FlowService
 
 ALREADY_RELEASED = ("InvalidToken", "TaskTimedOut", "TaskDoesNotExist")
 
@@ -47,21 +46,3 @@ class StepFunctionsHolds:
             if code not in ALREADY_RELEASED:
                 raise
             logger.info("the hold was already released", extra={"code": code})
-
-
-class FlowJobs:
-    """Runs a task's jobs as an execution of the workspace's flow bound to the operation."""
-
-    def __init__(self, flows: FlowService) -> None:
-        self.flows = flows
-
-    def start(self, task: Any, flow: str) -> str:
-        dto = task.model_dump(mode="json") if hasattr(task, "model_dump") else dict(task)
-        inputs = {"task": {k: v for k, v in dto.items() if k != "links"}}
-        return self.flows.start_for_task(
-            workspace_id=str(getattr(task, "workspace_id", None) or dto.get("workspace_id")),
-            flow=flow,
-            inputs=inputs,
-            started_by=str(dto.get("userId")),
-            task_id=str(dto.get("taskId")),
-        )

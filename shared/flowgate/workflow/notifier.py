@@ -15,27 +15,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
+from flowgate.clock import now
+from flowgate.messages import ApprovalEvent
 from flowgate.observability import logger
 from flowgate.url_guard import OutboundPolicy, guarded_session
 
 DELIVERY_ATTEMPTS = 4
 TIMEOUT_SECONDS = (5.0, 15.0)
-
-
-class ApprovalMessage(BaseModel):
-    """What the approval state machine puts on the approval queue (statemachine/approval.asl.json)."""
-
-    model_config = ConfigDict(extra="ignore")
-    version: int
-    event: Literal["held", "timed_out"]
-    task_id: str
-    request_id: str
-    token: str | None = None
 
 
 class DeliveryFailed(Exception):
@@ -59,7 +47,7 @@ class Notifier:
     policy: OutboundPolicy
     sleep: Callable[[float], None] | None = None  # tests shorten the backoff
 
-    def handle(self, message: ApprovalMessage, receive_count: int = 1) -> None:
+    def handle(self, message: ApprovalEvent, receive_count: int = 1) -> None:
         if message.event == "timed_out":
             self.workflow.time_out(message.task_id)
             return
@@ -104,7 +92,7 @@ class Notifier:
             reraise=True,
         )
         def attempt() -> None:
-            moment = datetime.now(UTC)
+            moment = now()
             headers = {
                 "Content-Type": "application/json",
                 "webhook-id": request_id,
@@ -129,21 +117,3 @@ class Notifier:
         finally:
             session.close()
         logger.info("webhook delivered", extra={"request_id": request_id})
-
-
-def build_notifier() -> Notifier:
-    """The notifier of this container: the workflow service, the signing key, the outbound policy."""
-    from flowgate import workflow
-    from flowgate.config import get_settings
-    from flowgate.secrets import read_json_secret
-
-    settings = get_settings()
-    service = workflow.service()
-
-    def signing_secret() -> str:
-        chosen: str | None = service.signing_secret()
-        if chosen:
-            return chosen
-        return "whsec_" + str(read_json_secret(settings.webhook_secret_id)["key"])
-
-    return Notifier(service, signing_secret, OutboundPolicy.from_allow_list(settings.outbound_allow_list))

@@ -1,15 +1,14 @@
 """The ports of the workflow context: what it needs from the infrastructure and from other contexts.
 
-The domain decides; the adapters (flowgate.workflow.adapters) pause Step Functions executions and run
-flows. Tests put recording fakes behind the same protocols.
+The domain decides; the adapters pause Step Functions executions (flowgate.workflow.adapters) and
+run the jobs' flows (flowgate.bridges). Authorization and lookups come through identity's ports.
+Tests put recording fakes behind the same protocols.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from flowgate.db import Item
-from flowgate.identity.models import Principal, Workspace
 from flowgate.workflow.models import Task
 
 
@@ -32,21 +31,7 @@ class Jobs(Protocol):
         ...
 
 
-class WorkspaceAuthorizer(Protocol):
-    """The identity service's check: 404 outside the workspace's contract, 403 without access."""
-
-    def authorize_workspace(self, principal: Principal, wsid: str, *, manage: bool = False) -> Workspace: ...
-
-
-class Directory(Protocol):
-    """Reads of contracts and users (the identity store)."""
-
-    def get_contract(self, cid: str) -> Item | None: ...
-
-    def get_user(self, uid: str) -> Item | None: ...
-
-
 class FlowLookup(Protocol):
-    """Whether a flow exists (the flows store)."""
+    """Whether a flow exists (the flows service)."""
 
-    def get_flow(self, wsid: str, name: str) -> Item | None: ...
+    def flow_exists(self, wsid: str, name: str) -> bool: ...

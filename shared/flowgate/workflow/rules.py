@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from flowgate.clock import iso_of_ms
 from flowgate.errors import BadRequest, Conflict, Forbidden, NotFound
 from flowgate.identity.models import Principal, Privilege
 from flowgate.workflow.models import (
@@ -67,23 +67,6 @@ _JOB_STATE = {
     TaskState.CANCELLED: JobState.CANCELLED,
     TaskState.ACK_ERROR: JobState.CANCELLED,
 }
-
-
-# ---- time ---------------------------------------------------------------------------------------------
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def iso_ms(moment: datetime) -> str:
-    """Sortable UTC time with milliseconds: the sort key of the pending-task indexes."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def iso_of_ms(ms: int) -> str:
-    return iso_ms(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 # ---- operations on a VM -------------------------------------------------------------------------------

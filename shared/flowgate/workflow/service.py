@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from flowgate.clock import Clock, epoch_ms, iso_ms, now
 from flowgate.db import Item
 from flowgate.errors import BadRequest, Conflict, FlowgateError, Forbidden, Gone, NotFound, PayloadTooLarge
-from flowgate.identity.models import Principal
+from flowgate.identity.ports import Contract, Directory, Principal, WorkspaceAuthorizer
 from flowgate.observability import logger
 from flowgate.url_guard import OutboundPolicy, check_url
 from flowgate.workflow import rules
@@ -55,7 +56,7 @@ from flowgate.workflow.models import (
     VirtualMachine,
     VmState,
 )
-from flowgate.workflow.ports import Directory, FlowLookup, Holds, Jobs, WorkspaceAuthorizer
+from flowgate.workflow.ports import FlowLookup, Holds, Jobs
 from flowgate.workflow.rules import SYSTEM, Usage
 from flowgate.workflow.store import WorkflowStore, task_from, usage_from, vapp_from, vm_from
 
@@ -124,7 +125,7 @@ class WorkflowService:
         jobs: Jobs,
         outbound_policy: OutboundPolicy,
         default_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.workspaces = workspaces
@@ -134,10 +135,10 @@ class WorkflowService:
         self.jobs = jobs
         self.outbound_policy = outbound_policy
         self.default_timeout_seconds = default_timeout_seconds
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or now
 
     def _now_ms(self) -> int:
-        return rules.epoch_ms(self._clock())
+        return epoch_ms(self._clock())
 
     # ---- virtual machines and appliances ---------------------------------------------------------
     def create_virtual_machine(
@@ -154,10 +155,10 @@ class WorkflowService:
             "ram": body.ram,
             "state": VmState.NOT_ALLOCATED.value,
             "version": 1,
-            "created_at": rules.iso_ms(self._clock()),
+            "created_at": iso_ms(self._clock()),
             "created_by": principal.user_id,
         }
-        self.store.create_vm(item)
+        self.store.create_vm(item, self.directory.workspace_exists(wsid))
         return vm_from(item)
 
     def get_virtual_machine(self, principal: Principal, wsid: str, vm_id: str) -> VirtualMachine:
@@ -190,7 +191,7 @@ class WorkflowService:
             "workspace_id": wsid,
             "name": body.name,
             "vm_ids": body.virtualmachines,
-            "created_at": rules.iso_ms(self._clock()),
+            "created_at": iso_ms(self._clock()),
             "created_by": principal.user_id,
         }
         self.store.create_vapp(item)
@@ -216,12 +217,12 @@ class WorkflowService:
         operation = _operation(op)
         name = _validated(BindOperationRequest, {"flow": flow}).flow
         self.workspaces.authorize_workspace(principal, wsid, manage=True)
-        if self.flows.get_flow(wsid, name) is None:
+        if not self.flows.flow_exists(wsid, name):
             raise NotFound(f"flow '{name}' not found")
         self.store.put_binding(
             wsid,
             operation,
-            {"flow": name, "updated_by": principal.user_id, "updated_at": rules.iso_ms(self._clock())},
+            {"flow": name, "updated_by": principal.user_id, "updated_at": iso_ms(self._clock())},
         )
         return OperationBinding(operation=operation, flow=name, workspaceId=wsid)
 
@@ -234,8 +235,8 @@ class WorkflowService:
         return OperationBinding(operation=operation, flow=item["flow"], workspaceId=wsid)
 
     # ---- enterprise settings ---------------------------------------------------------------------
-    def _contract(self, principal: Principal, cid: str) -> Item:
-        contract = self.directory.get_contract(cid)
+    def _contract(self, principal: Principal, cid: str) -> Contract:
+        contract = self.directory.find_contract(cid)
         if contract is None or not (principal.platform_admin or principal.contract_id == cid):
             raise NotFound("enterprise not found")
         return contract
@@ -261,7 +262,7 @@ class WorkflowService:
             raise Forbidden("only the platform admin, the enterprise's owner or an org admin changes it")
         if request.id is not None and request.id != cid:
             raise BadRequest("the body's id is not this enterprise's", code="invalid_request")
-        if request.name is not None and request.name != contract["name"]:
+        if request.name is not None and request.name != contract.name:
             raise BadRequest(
                 "the enterprise's name is changed through the contract (/api/latest/contracts/{id})",
                 code="read_only_field",
@@ -275,7 +276,7 @@ class WorkflowService:
             {
                 "settings": settings.model_dump(mode="json"),
                 "updated_by": principal.user_id,
-                "updated_at": rules.iso_ms(self._clock()),
+                "updated_at": iso_ms(self._clock()),
             },
             version,
         )
@@ -290,7 +291,7 @@ class WorkflowService:
             raise Forbidden("only the platform admin sets platform properties")
         prop = _enum(PropertyName, name, "the property", [p.value for p in PropertyName])
         text = value.strip()
-        stamp = {"updated_at": rules.iso_ms(self._clock()), "updated_by": principal.user_id}
+        stamp = {"updated_at": iso_ms(self._clock()), "updated_by": principal.user_id}
         if prop == PropertyName.ENDPOINT:
             self._set_endpoint(text, stamp)
         elif prop == PropertyName.ENABLED:
@@ -403,7 +404,7 @@ class WorkflowService:
             "task_ids": [t["id"] for t in tasks],
             "count": len(tasks),
             "held": held,
-            "created_at": rules.iso_ms(now),
+            "created_at": iso_ms(now),
         }
         vm_state = VmState.WAITING_FOR_REVIEW if held else rules.RUNNING_STATE[operation]
         self.store.create_request(
@@ -446,7 +447,7 @@ class WorkflowService:
         binding = self.store.get_binding(wsid, op)
         if binding is None:
             raise Conflict(f"bind a flow to {op.value} first", code="operation_not_bound")
-        if self.flows.get_flow(wsid, binding["flow"]) is None:
+        if not self.flows.flow_exists(wsid, binding["flow"]):
             raise Conflict(
                 f"the flow '{binding['flow']}' bound to {op.value} no longer exists; "
                 f"bind a flow to {op.value} first",
@@ -504,7 +505,7 @@ class WorkflowService:
                 job["ram"] = new_ram if new_ram is not None else vm["ram"]
             jobs.append(job)
         reserved = rules.reservation(op, vm["cpu"], vm["ram"], new_cpu, new_ram)
-        ms = rules.epoch_ms(now)
+        ms = epoch_ms(now)
         return {
             "id": task_id,
             "contract_id": vm["contract_id"],
@@ -518,7 +519,7 @@ class WorkflowService:
             "held": held,
             "created_ms": ms,
             "updated_ms": ms,
-            "created_at": rules.iso_ms(now),
+            "created_at": iso_ms(now),
             "jobs": jobs,
             "extradata": {},
             "request_id": request_id,
@@ -631,7 +632,7 @@ class WorkflowService:
         request = self.store.get_request(request_id)
         if request is None:
             return
-        at = rules.iso_ms(self._clock())
+        at = iso_ms(self._clock())
         if ok:
             text = f"delivered on attempt {attempt} at {at}"
         else:
@@ -902,11 +903,11 @@ class WorkflowService:
         """Held tasks of an enterprise (or of one of its users), newest first; `since`/`until` are
         inclusive bounds on the creation time (epoch milliseconds or datetimes)."""
         rules.check_oversight(principal, cid, user_id)
-        if self.directory.get_contract(cid) is None:
+        if self.directory.find_contract(cid) is None:
             raise NotFound("enterprise not found")
         if user_id is not None:
-            user = self.directory.get_user(user_id)
-            if user is None or user.get("contract_id") != cid:
+            user = self.directory.find_member(user_id)
+            if user is None or user.contract_id != cid:
                 raise NotFound("user not found")
         operation = None
         if type:
@@ -946,7 +947,7 @@ def _moment(value: int | datetime | None) -> str | None:
     if value is None:
         return None
     moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, tz=UTC)
-    return rules.iso_ms(moment)
+    return iso_ms(moment)
 
 
 def _message(message: str | None) -> str | None:
@@ -970,7 +971,7 @@ def _attempt(
 ) -> Item:
     return {
         "attempt_id": str(uuid.uuid4()),
-        "at": rules.iso_ms(now),
+        "at": iso_ms(now),
         "actor_id": actor_id,
         "actor": actor,
         "source_ip": source_ip,
@@ -979,9 +980,9 @@ def _attempt(
     }
 
 
-def _enterprise(contract: Mapping[str, Any], settings: EnterpriseSettings) -> Enterprise:
+def _enterprise(contract: Contract, settings: EnterpriseSettings) -> Enterprise:
     return Enterprise(
-        id=contract["id"],
-        name=contract["name"],
+        id=contract.id,
+        name=contract.name,
         **settings.model_dump(),
     )

@@ -15,7 +15,6 @@ from typing import Any
 
 from flowgate.db import Item, Page, Table, Write
 from flowgate.errors import Conflict
-from flowgate.identity.store import workspace_key
 from flowgate.workflow.models import (
     Job,
     JobCollection,
@@ -220,7 +219,8 @@ class WorkflowStore:
         return self.table.get(key["PK"], key["SK"])
 
     # ---- virtual machines and appliances ----
-    def create_vm(self, item: Item) -> None:
+    def create_vm(self, item: Item, workspace_exists: Write) -> None:
+        """The VM and its name marker, while the workspace exists (`workspace_exists`, from identity)."""
         wsid = item["workspace_id"]
         self.table.transact(
             [
@@ -231,12 +231,7 @@ class WorkflowStore:
                     conflict=f"a virtual machine named '{item['name']}' already exists in this workspace",
                 ),
                 Write("Put", item={**vm_key(wsid, item["id"]), **item}, condition=_NOT_EXISTS),
-                Write(
-                    "ConditionCheck",
-                    key=workspace_key(wsid),
-                    condition="attribute_exists(PK)",
-                    conflict="the workspace no longer exists",
-                ),
+                workspace_exists,
             ]
         )
 

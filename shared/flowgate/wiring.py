@@ -1,0 +1,260 @@
+"""The composition root: the one place that builds Flowgate's object graph from settings.
+
+A `Container` has one lazy, cached property per service, so a cold start builds (and imports) only
+what the function's route touches. Contexts never build or look up each other's services: what one
+needs of another is a port of its own, and the container plugs in the other's service (directly, or
+through an adapter of flowgate.bridges). Tests build a container with fakes in place of any property
+(`Container(settings, holds=FakeHolds())`) and `install` it for the handlers.
+
+Lambda reuses a container's process for many requests, one at a time: `container()` is built once per
+process from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from flowgate.config import Settings
+
+if TYPE_CHECKING:
+    from flowgate.activation.enforcer import Enforcer
+    from flowgate.activation.models import ActivationSettings
+    from flowgate.activation.service import ActivationService
+    from flowgate.activation.store import ActivationStore
+    from flowgate.bridges import ConnectorCalls
+    from flowgate.connectors.runtime import RunContext
+    from flowgate.connectors.service import ConnectorService
+    from flowgate.db import Table
+    from flowgate.flows.runner import Runner
+    from flowgate.flows.service import FlowService
+    from flowgate.flows.store import FlowStore
+    from flowgate.identity.auth import Authenticator
+    from flowgate.identity.service import IdentityService
+    from flowgate.identity.store import IdentityStore
+    from flowgate.workflow.notifier import Notifier
+    from flowgate.workflow.ports import Holds, Jobs
+    from flowgate.workflow.service import WorkflowService
+    from flowgate.workflow.store import WorkflowStore
+
+
+class Container:
+    """Flowgate's services for one process, each built on first use."""
+
+    def __init__(
+        self, settings: Settings, environ: Mapping[str, str] | None = None, **replacements: Any
+    ) -> None:
+        self.settings = settings
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
+        for name, value in replacements.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise TypeError(f"Container has no service named {name!r}")
+            self.__dict__[name] = value  # a cached_property reads its instance slot first
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Container:
+        environ = dict(os.environ if environ is None else environ)
+        return cls(Settings.from_environ(environ), environ)
+
+    # ---- platform ----
+    @cached_property
+    def table(self) -> Table:
+        from flowgate.db import Table
+
+        return Table(self.settings.table_name)
+
+    # ---- identity ----
+    @cached_property
+    def identity_store(self) -> IdentityStore:
+        from flowgate.identity.store import IdentityStore
+
+        return IdentityStore(self.table)
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        from flowgate.identity.auth import Authenticator
+
+        return Authenticator(self.identity_store, self.settings.token_ttl_seconds)
+
+    @cached_property
+    def identity(self) -> IdentityService:
+        from flowgate.identity.service import IdentityService
+
+        return IdentityService(self.identity_store, self._kind_changed)
+
+    # ---- flows ----
+    @cached_property
+    def flow_store(self) -> FlowStore:
+        from flowgate.flows.store import FlowStore
+
+        return FlowStore(self.table)
+
+    @cached_property
+    def flows(self) -> FlowService:
+        from flowgate.flows.service import FlowService, KindRetention
+        from flowgate.queue import ExecutionQueue
+
+        s = self.settings
+        retention = KindRetention(
+            {"limited": s.execution_retention_days_limited, "full": s.execution_retention_days_full},
+            self.identity.workspace_kind,
+            self.flow_store,
+            {"limited": s.max_stored_executions_limited},
+        )
+        return FlowService(
+            self.flow_store,
+            self.identity,
+            ExecutionQueue(s.execution_queue_url),
+            retention,
+            self._is_active,
+        )
+
+    @cached_property
+    def runner(self) -> Runner:
+        from flowgate.flows.runner import Runner, RunnerConfig
+
+        return Runner(
+            self.flows,
+            self.connector_calls,
+            RunnerConfig.from_settings(self.settings),
+            self._task_done,
+        )
+
+    # ---- connectors ----
+    @cached_property
+    def run_context(self) -> RunContext:
+        """This container's limits for connector runs: the outbound allow-list, local git in local mode."""
+        from flowgate.connectors.runtime import RunContext
+
+        return RunContext.from_settings(self.settings)
+
+    @cached_property
+    def connectors(self) -> ConnectorService:
+        from flowgate.connectors.service import ConnectorService
+        from flowgate.connectors.store import ConnectorStore
+        from flowgate.connectors.vault import Vault
+
+        return ConnectorService(ConnectorStore(self.table), Vault(self.settings.stage), self.run_context)
+
+    @cached_property
+    def connector_calls(self) -> ConnectorCalls:
+        from flowgate.bridges import ConnectorCalls
+
+        return ConnectorCalls(self.connectors, self.run_context)
+
+    # ---- active flows ----
+    @cached_property
+    def activation_settings(self) -> ActivationSettings:
+        from flowgate.activation.models import ActivationSettings
+
+        return ActivationSettings.from_environ(self.environ)
+
+    @cached_property
+    def activation_store(self) -> ActivationStore:
+        from flowgate.activation.store import ActivationStore
+
+        return ActivationStore(self.table)
+
+    @cached_property
+    def activation(self) -> ActivationService:
+        from flowgate.activation.adapters import SqsFifoMessageQueue
+        from flowgate.activation.service import ActivationService
+        from flowgate.bridges import FlowMessageRunner
+
+        return ActivationService(
+            self.activation_store,
+            self.flows,
+            self.identity,
+            queue=SqsFifoMessageQueue(self.activation_settings.message_queue_url),
+            runner=FlowMessageRunner(self.flows, lambda: self.runner),
+            settings=self.activation_settings,
+        )
+
+    @cached_property
+    def enforcer(self) -> Enforcer:
+        from flowgate.activation.adapters import EventBridgePublisher
+        from flowgate.activation.enforcer import Enforcer
+
+        settings = self.activation_settings
+        return Enforcer(self.activation_store, EventBridgePublisher(settings.event_bus_name), settings)
+
+    # ---- approval workflow ----
+    @cached_property
+    def workflow_store(self) -> WorkflowStore:
+        from flowgate.workflow.store import WorkflowStore
+
+        return WorkflowStore(self.table)
+
+    @cached_property
+    def holds(self) -> Holds:
+        from flowgate.workflow.adapters import StepFunctionsHolds
+
+        return StepFunctionsHolds(self.settings.approval_state_machine_arn)
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        from flowgate.bridges import FlowJobs
+
+        return FlowJobs(self.flows)
+
+    @cached_property
+    def workflow(self) -> WorkflowService:
+        from flowgate.url_guard import OutboundPolicy
+        from flowgate.workflow.service import WorkflowService
+
+        return WorkflowService(
+            self.workflow_store,
+            self.identity,
+            self.identity,
+            self.flows,
+            holds=self.holds,
+            jobs=self.jobs,
+            outbound_policy=OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
+            default_timeout_seconds=self.settings.approval_timeout_seconds,
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from flowgate.secrets import read_json_secret
+        from flowgate.url_guard import OutboundPolicy
+        from flowgate.workflow.notifier import Notifier
+
+        workflow, secret_id = self.workflow, self.settings.webhook_secret_id
+
+        def signing_secret() -> str:
+            chosen = workflow.signing_secret()
+            return chosen or "whsec_" + str(read_json_secret(secret_id)["key"])
+
+        return Notifier(
+            workflow, signing_secret, OutboundPolicy.from_allow_list(self.settings.outbound_allow_list)
+        )
+
+    # ---- callbacks between contexts; each builds the other service only when first called ----
+    def _kind_changed(self, wsid: str, kind: str) -> None:
+        """limited -> full clears the pending stops of the workspace's active flows."""
+        self.activation.kind_changed(wsid, kind)
+
+    def _is_active(self, wsid: str, flow: str) -> bool:
+        return self.activation.state_of(wsid, flow).status == "active"
+
+    def _task_done(self, task_id: str, success: bool, message: str | None) -> None:
+        self.workflow.jobs_finished(task_id, success, message)
+
+
+_installed: Container | None = None
+
+
+def container() -> Container:
+    """This process's container, built from the environment on first use."""
+    global _installed  # noqa: PLW0603 - the one per-process root; Lambda reuses it across invocations
+    if _installed is None:
+        _installed = Container.from_environ()
+    return _installed
+
+
+def install(replacement: Container | None) -> None:
+    """Use `replacement` from now on (tests); None builds a new one from the environment on next use."""
+    global _installed  # noqa: PLW0603
+    _installed = replacement
