@@ -32,9 +32,11 @@ run: $(VENV)/.installed
 test: lint typecheck validate build
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
 
+## lint: ruff, and import-linter's contracts (layers, contexts through their ports; pyproject.toml)
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=shared:. $(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .

@@ -141,10 +141,6 @@ def non_public_reason(ip: IPAddress) -> str | None:
     return None
 
 
-def is_public_address(ip: IPAddress) -> bool:
-    return non_public_reason(ip) is None
-
-
 @dataclass(frozen=True)
 class OutboundPolicy:
     """Where user-chosen URLs may point beyond the public internet, and with which schemes."""

@@ -93,8 +93,8 @@ class Container:
 
     @cached_property
     def flows(self) -> FlowService:
+        from flowgate.flows.adapters import ExecutionQueue
         from flowgate.flows.service import FlowService, KindRetention
-        from flowgate.queue import ExecutionQueue
 
         s = self.settings
         retention = KindRetention(

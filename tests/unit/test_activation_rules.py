@@ -48,11 +48,6 @@ def test_seconds_left_rounds_up_and_never_goes_negative(delta: timedelta, left: 
     assert rules.seconds_left(T0 + delta, T0) == left
 
 
-def test_due_exactly_at_its_time_not_before() -> None:
-    assert rules.is_due(T0, T0)
-    assert not rules.is_due(T0 + timedelta(milliseconds=1), T0)
-
-
 def test_due_upper_bound_covers_every_entry_up_to_now_and_none_after() -> None:
     bound = rules.due_upper_bound(T0)
     at_now = rules.due_sort_key(clock.iso_ms(T0), "ws-zz", "flow.Z_z-9")

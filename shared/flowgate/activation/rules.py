@@ -39,11 +39,6 @@ def seconds_left(stop: datetime, now: datetime) -> int:
     return max(0, math.ceil((stop - now).total_seconds()))
 
 
-def is_due(at: datetime, now: datetime) -> bool:
-    """Due exactly when its time has come: at == now is due, one millisecond earlier is not."""
-    return at <= now
-
-
 def due_sort_key(at: str, workspace_id: str, flow: str) -> str:
     return f"{at}#{workspace_id}#{flow}"
 

@@ -7,16 +7,13 @@ has a field for it (`SecretInfo` carries key names only).
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from flowgate.connectors.values import MAX_VALUE_BYTES
-from flowgate.flows.models import NAME_PATTERN  # one rule for every workspace artifact name
+from flowgate.names import ArtifactName  # one rule for every workspace artifact name
 
-NAME = re.compile(NAME_PATTERN)
-ArtifactName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 # Secrets Manager stores at most 64 KiB per secret string.
 MAX_SECRET_BYTES = 64 * 1024
 # A connector lists at most this many secrets: with one reference update per listed and per dropped

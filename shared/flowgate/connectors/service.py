@@ -25,7 +25,6 @@ from flowgate.clock import now as utcnow
 from flowgate.connectors import registry
 from flowgate.connectors.merge import Merged, merge_inputs, scrub
 from flowgate.connectors.models import (
-    NAME,
     Connector,
     PutConnectorRequest,
     PutSecretRequest,
@@ -37,6 +36,7 @@ from flowgate.connectors.values import parse_value
 from flowgate.connectors.vault import Vault
 from flowgate.db import Item, StaleVersion
 from flowgate.errors import BadRequest, Conflict, FlowgateError, NotFound, PreconditionFailed
+from flowgate.names import NAME
 from flowgate.url_guard import UrlNotAllowed
 
 __all__ = ["ConnectorError", "ConnectorService", "Prepared", "RunContext", "check_name"]
@@ -138,13 +138,6 @@ class ConnectorService:
 
     def get_connector(self, wsid: str, name: str) -> Connector:
         return connector_from(self._connector_item(wsid, name))
-
-    def get_connector_by_id(self, wsid: str, cid: str) -> Connector:
-        """By id (EFT-style APIs address artifacts by id); NotFound when it is in another workspace."""
-        item = self.store.find_connector_by_id(cid)
-        if item is None or item["workspace_id"] != wsid:
-            raise NotFound("connector not found")
-        return connector_from(item)
 
     def list_connectors(
         self, wsid: str, limit: int = 50, cursor: str | None = None

@@ -103,11 +103,6 @@ class ConnectorStore:
         key = connector_key(wsid, name)
         return self.table.get(key["PK"], key["SK"])
 
-    def find_connector_by_id(self, cid: str) -> Item | None:
-        """The connector with this id (eventually consistent: reads GSI1)."""
-        page = self.table.query(connector_id_index(cid), index="GSI1", limit=1)
-        return page.items[0] if page.items else None
-
     def list_connectors(self, wsid: str, limit: int, cursor: str | None) -> Page:
         return self.table.query(f"WS#{wsid}", sk_prefix=CONNECTOR_PREFIX, limit=limit, cursor=cursor)
 

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from flowgate.names import ArtifactName
+
 # An execution is one DynamoDB item (400 KB at most) holding the script it ran, its inputs, outputs and log,
 # so each has a share: script 128 KiB, inputs 64 KiB, outputs 64 KiB, log 64 KiB.
 MAX_SCRIPT_BYTES = 128 * 1024
 MAX_INPUT_BYTES = 64 * 1024
-# Names of workspace artifacts; no leading dot, so "." and ".." can never be a path segment.
-NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
-FlowName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+FlowName = ArtifactName
 STRICT = ConfigDict(extra="forbid")
 
 

@@ -1,4 +1,4 @@
-"""SQS adapter: hands execution ids to the runner function."""
+"""The SQS adapter behind the flows context's Queue port: hands pending executions to the runner."""
 
 from __future__ import annotations
 
