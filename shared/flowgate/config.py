@@ -14,7 +14,6 @@ class Settings(BaseModel):
     stage: str = "dev"
     table_name: str = Field(min_length=1)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
-    admin_secret_id: str | None = None
     outbound_allow_list: str = ""
     local: bool = False
     execution_queue_url: str = ""
@@ -33,7 +32,6 @@ class Settings(BaseModel):
             stage=environ.get("STAGE", "dev"),
             table_name=environ.get("TABLE_NAME", ""),
             token_ttl_seconds=int(environ.get("TOKEN_TTL_SECONDS", "3600")),
-            admin_secret_id=environ.get("ADMIN_SECRET_ID") or None,
             outbound_allow_list=environ.get("OUTBOUND_ALLOW_LIST", ""),
             local=environ.get("FLOWGATE_LOCAL") == "1",
             execution_queue_url=environ.get("EXECUTION_QUEUE_URL", ""),

@@ -23,6 +23,8 @@ class SqsFifoMessageQueue:
         self._injected = client
 
     def send(self, workspace_id: str, flow: str, message_id: str) -> None:
+        if not self.url:  # each function gets only the variables it uses (template.yaml)
+            raise RuntimeError("MESSAGE_QUEUE_URL is not set in this function's environment")
         body = FlowMessageQueued(workspace_id=workspace_id, flow=flow, message_id=message_id)
         (self._injected or aws.sqs()).send_message(
             QueueUrl=self.url,

@@ -17,5 +17,7 @@ class ExecutionQueue:
         self._injected = client
 
     def send(self, execution_id: str, workspace_id: str) -> None:
+        if not self.url:  # each function gets only the variables it uses (template.yaml)
+            raise RuntimeError("EXECUTION_QUEUE_URL is not set in this function's environment")
         body = ExecutionQueued(execution_id=execution_id, workspace_id=workspace_id).body()
         (self._injected or aws.sqs()).send_message(QueueUrl=self.url, MessageBody=body)

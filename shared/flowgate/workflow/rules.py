@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from flowgate.clock import iso_of_ms
 from flowgate.errors import BadRequest, Conflict, Forbidden, NotFound
-from flowgate.identity.models import Principal, Privilege
+from flowgate.identity.ports import Principal, Privilege
 from flowgate.workflow.models import (
     Decision,
     JobState,
