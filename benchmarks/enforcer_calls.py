@@ -36,7 +36,7 @@ Times are informative, moto's rather than DynamoDB's, and two things about moto 
   time inside it is shown apart (`moto_query_ms`), `rest_ms` is the remainder.
 * moto's TransactWriteItems deep-copies each table it names before every transaction (its rollback): with
   42,000 items, seconds per call. The child replaces that backup by one of the items the transaction names
-  (`_item_level_transaction_rollback`); no call changes, only moto's time.
+  (`tests.support.moto.item_level_transaction_rollback`); no call changes, only moto's time.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +73,7 @@ from benchmarks.moto_support import (
     script_main,
 )
 from benchmarks.run import Options, Row
+from tests.support.moto import item_level_transaction_rollback
 
 GOAL_RATIO = 1.2
 DUE_WORKSPACES = 2
@@ -219,54 +219,6 @@ def _add_bulk(
     return dict(written)
 
 
-@contextmanager
-def _item_level_transaction_rollback() -> Iterator[None]:
-    """moto's TransactWriteItems deep-copies every table it names before each transaction, to roll back
-    if one write fails: with 40,000 items, seconds per call, where DynamoDB's cost does not depend on the
-    table. Within this context the backup is of the items the transaction names (restored, in reverse
-    order, if it fails): the same outcome for a transaction on one table with a sort key, as ours are.
-    No call is added or removed, only moto's time changes."""
-    import copy
-    from unittest import mock
-
-    import moto.dynamodb.models as moto_models
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.models.dynamo_type import DynamoType
-    from moto.dynamodb.models.table import Table as MotoTable
-
-    class NoTableCopy:  # the `copy` module as moto's transaction sees it: tables are not copied
-        @staticmethod
-        def deepcopy(value: Any, memo: Any = None) -> Any:
-            return value if isinstance(value, MotoTable) else copy.deepcopy(value, memo)
-
-    original = DynamoDBBackend.transact_write_items
-
-    def transact(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        saved: list[tuple[Any, Any, Any, Any]] = []
-        for entry in transact_items:
-            op = next(iter(entry.values()))
-            table = self.tables.get(op.get("TableName"))
-            key = op.get("Item") or op.get("Key") or {}
-            if table is None or table.range_key_attr is None or table.range_key_attr not in key:
-                return original(self, transact_items)  # not our kind of transaction: moto's own backup
-            hash_key, range_key = DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])
-            saved.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
-        try:
-            with mock.patch.object(moto_models, "copy", NoTableCopy):
-                original(self, transact_items)
-        except Exception:
-            for table, hash_key, range_key, item in reversed(saved):
-                if item is None:
-                    table.items[hash_key].pop(range_key, None)
-                else:
-                    table.items[hash_key][range_key] = item
-            raise
-        return None
-
-    with mock.patch.object(DynamoDBBackend, "transact_write_items", transact):
-        yield
-
-
 @dataclass
 class _Hooks:
     """AWS calls counted by botocore hooks on the clients the enforcer uses."""
@@ -355,13 +307,13 @@ def _rounds(
 
 
 def child(result_path: Path, rounds: int, warmup: int) -> None:
-    from flowgate import clock as flowgate_clock
-
-    isolated_aws_environment()
+    isolated_aws_environment()  # puts shared/ on sys.path: flowgate imports only after it
     from moto import mock_aws
 
+    from flowgate import clock as flowgate_clock
+
     started = time.monotonic()
-    with mock_aws(), _item_level_transaction_rollback():
+    with mock_aws(), item_level_transaction_rollback():
         from flowgate.wiring import container
 
         table = provision_template()["Table"]

@@ -1,7 +1,12 @@
 """What the benchmarks that run under `moto.mock_aws` in a child interpreter share (workflow_decisions,
 pending_tasks, enforcer_calls): the child's start and its result, a moto account with the template's
 resources, a world built through the domain services, items written straight into moto's in-process
-tables, and the AWS calls counted and timed."""
+tables, and the AWS calls counted and timed.
+
+What the tests share with the benchmarks lives in `tests/support/` (plain modules, no pytest): moto's
+DynamoDB made to behave like DynamoDB (`tests.support.moto`), events as AWS delivers them
+(`tests.support.events`), API Gateway in front of a handler (`tests.support.apigw`). Benchmarks import
+from there; tests never import benchmarks."""
 
 from __future__ import annotations
 
@@ -139,8 +144,8 @@ def enable_platform_workflow() -> None:
     from flowgate.wiring import container
 
     root = root_principal()
-    container().workflow.set_property(root, "client.main.workflowEndPoint", ENDPOINT)
-    container().workflow.set_property(root, "client.main.workflowEnabled", "1")
+    container().workflow_settings.set_property(root, "client.main.workflowEndPoint", ENDPOINT)
+    container().workflow_settings.set_property(root, "client.main.workflowEnabled", "1")
 
 
 def make_tenant(tag: str, *, workflow_on: bool = True) -> Tenant:
@@ -159,9 +164,8 @@ def make_tenant(tag: str, *, workflow_on: bool = True) -> Tenant:
     approver = member(cid, admin, f"approver-{tag}", Role.MEMBER, Privilege.WORKFLOW_OVERRIDE)
     ws = ids.create_workspace(admin, cid, CreateWorkspaceRequest(name=f"ws-{tag}")).id
     container().flows.put_flow(admin, ws, "deploy-flow", PutFlowRequest(script=FLOW_SCRIPT))
-    svc = container().workflow
-    svc.bind_operation(admin, ws, "deploy", "deploy-flow")
-    svc.put_enterprise(admin, cid, {"workflow": workflow_on})
+    container().operation_bindings.bind_operation(admin, ws, "deploy", "deploy-flow")
+    container().workflow_settings.put_enterprise(admin, cid, {"workflow": workflow_on})
     return Tenant(cid, ws, admin, approver, (f"approver-{tag}", f"approver-{tag}" + PASSWORD_SUFFIX))
 
 

@@ -13,12 +13,20 @@ from typing import Any
 import boto3
 import pytest
 
-from devstack.events import EventSources, SqsPoller, receipts_to_delete, schedule_interval, scheduled_event
+from devstack.events import (
+    EventSources,
+    SqsPoller,
+    receipts_to_delete,
+    schedule_interval,
+    scheduled_event,
+    sqs_event,
+)
 from devstack.lambdas import FunctionRuntime
 from devstack.model import Schedule, SqsEventSource
 from devstack.naming import StackContext
 from devstack.provision import AwsClients, provision
 from devstack.template import Template
+from tests.support.events import sqs_message
 
 CONTEXT = StackContext()
 
@@ -92,7 +100,11 @@ def test_cron_without_a_floor_is_reported_not_fired(caplog: pytest.LogCaptureFix
     assert "FLOWGATE_LOCAL_SCHEDULE_SECONDS" in caplog.text
 
 
-RECORDS = [{"messageId": f"m{i}", "receiptHandle": f"h{i}"} for i in range(3)]
+RECORDS = sqs_event(
+    [sqs_message("{}", message_id=f"m{i}", receipt_handle=f"h{i}") for i in range(3)],
+    "arn:aws:sqs:us-east-1:123456789012:flowgate-local-WorkQueue",
+    "us-east-1",
+)["Records"]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +25,8 @@ from flowgate import aws as aws_clients  # "aws" is the moto fixture
 from flowgate import db, wiring
 from flowgate.wiring import container
 from tests.conftest import ROOT
+from tests.support.apigw import http_request, through_gateway
+from tests.support.moto import serialized_dynamodb
 
 ADMIN = ("platform-admin", "platform-admin-password")
 
@@ -46,6 +49,14 @@ def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.setenv(name, value)
         yield physical["Table"].ref
     _fresh_process()
+
+
+@pytest.fixture
+def atomic_writes() -> Iterator[None]:
+    """moto's DynamoDB item operations one at a time, as DynamoDB isolates them, for tests that race
+    real threads (`tests.support.moto.serialized_dynamodb`)."""
+    with serialized_dynamodb():
+        yield
 
 
 def load_function(name: str, module: str = "app") -> ModuleType:
@@ -78,7 +89,9 @@ class Answer:
 
 
 class Api:
-    """Calls one function's handler the way API Gateway does (REST proxy integration)."""
+    """Calls one function's handler the way API Gateway does (REST proxy integration): the template's
+    route table gives the event its resource and path parameters, and a path the template does not route
+    answers API Gateway's 403 `{"message": "Missing Authentication Token"}` (`tests.support.apigw`)."""
 
     def __init__(self, module: ModuleType, function: str) -> None:
         self.module = module
@@ -104,32 +117,18 @@ class Api:
         if basic:
             h["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         h.update(headers or {})
-        request_id = str(uuid.uuid4())
-        event = {
-            "resource": path,
-            "path": path,
-            "httpMethod": method,
-            "headers": h,
-            "multiValueHeaders": {k: [v] for k, v in h.items()},
-            "queryStringParameters": query or None,
-            "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-            "pathParameters": None,
-            "stageVariables": None,
-            "body": raw if raw is not None else (json.dumps(body) if body is not None else None),
-            "isBase64Encoded": False,
-            "requestContext": {
-                "requestId": request_id,
-                "stage": "test",
-                "httpMethod": method,
-                "resourcePath": path,
-                "identity": {"sourceIp": "198.51.100.7"},
-            },
-        }
-        result = self.module.handler(event, lambda_context(self.function))
-        headers_out = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
-        headers_out.update(result.get("headers") or {})
-        text = result.get("body") or ""
-        return Answer(result["statusCode"], json.loads(text) if text else None, headers_out)
+        request = http_request(
+            method,
+            path,
+            headers=h,
+            query=query,
+            body=raw if raw is not None else (json.dumps(body) if body is not None else None),
+        )
+        response = through_gateway(
+            self.module.handler, Path(str(self.module.__file__)), request, lambda_context(self.function)
+        )
+        text = response.body.decode()
+        return Answer(response.status, json.loads(text) if text else None, dict(response.headers))
 
     # Shorthands for the common calls.
     def login(self, username: str, password: str) -> str:

@@ -210,31 +210,6 @@ def world(aws: str) -> World:
     return make_world(aws)
 
 
-@pytest.fixture
-def atomic_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto checks a condition and writes in steps that threads can interleave; DynamoDB does each
-    atomically. Serialising moto's item operations restores that for the race tests."""
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in (
-        "get_item",
-        "batch_get_item",
-        "query",
-        "put_item",
-        "update_item",
-        "delete_item",
-        "transact_write_items",
-    ):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return __original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
-
-
 def due_items(table: str, kind: str) -> list[dict[str, Any]]:
     return Table(table).query(f"DUE#{kind}", limit=1000).items
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.handler.conftest import Api, Tenant, lambda_context, load_function
+from tests.support.events import SqsQueue, schedule_event
 
 A = "/api/latest"
 CONSUMER = (
@@ -20,45 +19,9 @@ CONSUMER = (
 )
 
 
-def scheduled_event() -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-25T08:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/flowgate-EnforcerEvery"],
-        "detail": {},
-    }
-
-
 def fifo_records() -> list[dict[str, Any]]:
     """What Lambda's SQS poller would hand the message processor, read from the real FIFO queue."""
-    url = os.environ["MESSAGE_QUEUE_URL"]
-    sqs = boto3.client("sqs")
-    raw = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
-        "Messages", []
-    )
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return [
-        {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": {
-                **m["Attributes"],
-                "ApproximateReceiveCount": m["Attributes"].get("ApproximateReceiveCount", "1"),
-            },
-            "messageAttributes": {},
-            "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": arn,
-            "awsRegion": "us-east-1",
-        }
-        for m in raw
-    ]
+    return SqsQueue.at(os.environ["MESSAGE_QUEUE_URL"]).records()
 
 
 @pytest.fixture
@@ -88,8 +51,8 @@ def test_the_scheduled_enforcer_stops_a_due_flow_once(short_limit: None, flows_a
     time.sleep(1.1)
     enforcer = load_function("enforcer")
     # When the schedule fires twice (a duplicate event)
-    first = enforcer.handler(scheduled_event(), lambda_context(function_name="enforcer"))
-    second = enforcer.handler(scheduled_event(), lambda_context(function_name="enforcer"))
+    first = enforcer.handler(schedule_event("EnforcerFunction"), lambda_context(function_name="enforcer"))
+    second = enforcer.handler(schedule_event("EnforcerFunction"), lambda_context(function_name="enforcer"))
     # Then the flow stopped once, its queued messages discarded and counted
     assert (first["stopped"], second["stopped"]) == (1, 0)
     flow = flows_api.call("GET", path, token=a.admin_token).body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -73,10 +74,23 @@ def test_bad_scripts_are_refused_on_save(flows_api: Api, tenants, script, needle
 @pytest.mark.parametrize("name", ["with space", "a/b", "x" * 129, "ünïcode"])
 def test_flow_names_are_checked(flows_api: Api, tenants, name):
     a, _ = tenants
+    # the name percent-encoded, as a client sends it: a slash in it stays inside the one path segment
     answer = flows_api.call(
-        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/{name}", {"script": SCRIPT}, token=a.admin_token
+        "PUT",
+        f"{A}/workspaces/{a.workspace_id}/flows/{quote(name, safe='')}",
+        {"script": SCRIPT},
+        token=a.admin_token,
     )
     assert answer.status in (400, 404)
+
+
+def test_a_raw_slash_in_a_flow_name_is_a_path_api_gateway_does_not_route(flows_api: Api, tenants):
+    a, _ = tenants
+    answer = flows_api.call(
+        "PUT", f"{A}/workspaces/{a.workspace_id}/flows/a/b", {"script": SCRIPT}, token=a.admin_token
+    )
+    assert answer.status == 403
+    assert answer.body == {"message": "Missing Authentication Token"}
 
 
 def test_an_execution_is_queued_with_the_script_it_will_run(flows_api: Api, tenants, queue_url: str):

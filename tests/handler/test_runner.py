@@ -8,12 +8,9 @@ one they queued, and connections call a real HTTP server on loopback (the `aws` 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib.util
 import json
 import logging
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
@@ -30,8 +26,8 @@ from flowgate.clock import iso, now
 from flowgate.flows.models import ExecutionStatus
 from flowgate.observability import logger
 from flowgate.wiring import container
-from tests.conftest import ROOT
 from tests.handler.conftest import Api, Tenant, lambda_context, load_function, make_tenant
+from tests.support.events import SqsQueue, batch
 
 A = "/api/latest"
 SECRET = "vault-Only-Key-7f3a9c"
@@ -42,70 +38,8 @@ HEADER = "import flow_api\n\n\n"
 
 
 def load_runner() -> ModuleType:
-    """Import functions/flows/runner.py as Lambda would (`runner.handler`), under a module name of its own:
-    each load is one container."""
-    module_name = f"runner_under_test_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / "flows" / "runner.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class Queue:
-    url: str
-    arn: str
-
-    def receive(self) -> list[dict[str, Any]]:
-        """Every message now on the queue, as SQS hands them to the Lambda poller."""
-        out: list[dict[str, Any]] = []
-        while True:
-            got = boto3.client("sqs").receive_message(
-                QueueUrl=self.url, MaxNumberOfMessages=10, AttributeNames=["All"]
-            )
-            if not got.get("Messages"):
-                return out
-            out += [dict(m) for m in got["Messages"]]
-
-    def record(self, message: dict[str, Any]) -> dict[str, Any]:
-        """One record of the event Lambda's SQS poller builds."""
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": message["Attributes"].get("ApproximateReceiveCount", "1"),
-                "SentTimestamp": message["Attributes"].get("SentTimestamp", "0"),
-                "SenderId": message["Attributes"].get("SenderId", "AIDAEXAMPLE"),
-                "ApproximateFirstReceiveTimestamp": message["Attributes"].get(
-                    "ApproximateFirstReceiveTimestamp", "0"
-                ),
-            },
-            "messageAttributes": {},
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.arn,
-            "awsRegion": "us-east-1",
-        }
-
-    def forged(self, body: str) -> dict[str, Any]:
-        """A record with any body, as if someone had sent it to the queue."""
-        return self.record(
-            {
-                "MessageId": str(uuid.uuid4()),
-                "ReceiptHandle": uuid.uuid4().hex,
-                "Body": body,
-                "Attributes": {},
-                "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - what SQS sends
-            }
-        )
-
-
-def event(*records: dict[str, Any]) -> dict[str, Any]:
-    return {"Records": list(records)}
+    """Import functions/flows/runner.py as Lambda would (`runner.handler`): each load is one container."""
+    return load_function("flows", "runner")
 
 
 # ---- a peer on loopback ------------------------------------------------------------------------------------
@@ -172,7 +106,7 @@ class Rig:
     """One workspace's view of the flows function, the connectors function and the runner."""
 
     runner: ModuleType
-    queue: Queue
+    queue: SqsQueue
     flows: Api
     connectors: Api
     tenant: Tenant
@@ -217,13 +151,13 @@ class Rig:
 
     def records(self) -> list[dict[str, Any]]:
         """The queued messages as event records; at least one."""
-        records = [self.queue.record(m) for m in self.queue.receive()]
+        records = self.queue.records()
         assert records, "nothing was queued"
         return records
 
     def handle(self, records: list[dict[str, Any]], runner: ModuleType | None = None) -> dict[str, Any]:
         """One invocation of the runner (of this container, or of `runner`) with these records."""
-        answer: dict[str, Any] = (runner or self.runner).handler(event(*records), lambda_context("runner"))
+        answer: dict[str, Any] = (runner or self.runner).handler(batch(*records), lambda_context("runner"))
         return answer
 
     def deliver(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -233,10 +167,8 @@ class Rig:
 
 
 @pytest.fixture
-def queue(aws: str) -> Queue:
-    url = os.environ["EXECUTION_QUEUE_URL"]
-    arn = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return Queue(url, arn["Attributes"]["QueueArn"])
+def queue(aws: str) -> SqsQueue:
+    return SqsQueue.at(os.environ["EXECUTION_QUEUE_URL"])
 
 
 @pytest.fixture
@@ -245,7 +177,7 @@ def tenant(api: Api, root_token: str) -> Tenant:
 
 
 @pytest.fixture
-def rig(api: Api, queue: Queue, tenant: Tenant) -> Rig:
+def rig(api: Api, queue: SqsQueue, tenant: Tenant) -> Rig:
     return Rig(
         load_runner(),
         queue,
@@ -455,7 +387,7 @@ def test_a_malformed_record_fails_alone_and_the_good_one_of_the_batch_runs(rig: 
     incomplete = rig.queue.forged(json.dumps({"version": 1, "execution_id": eid}))
 
     # When the runner gets the batch
-    answer = rig.runner.handler(event(not_json, *good, incomplete), lambda_context("runner"))
+    answer = rig.runner.handler(batch(not_json, *good, incomplete), lambda_context("runner"))
 
     # Then only the malformed records are reported for retry, and the good one ran
     failed = sorted(item["itemIdentifier"] for item in answer["batchItemFailures"])
@@ -468,7 +400,7 @@ def test_a_message_for_an_unknown_execution_is_dropped(rig: Rig):
     record = rig.queue.forged(
         json.dumps({"version": 1, "execution_id": str(uuid.uuid4()), "workspace_id": "w"})
     )
-    assert rig.runner.handler(event(record), lambda_context("runner")) == {"batchItemFailures": []}
+    assert rig.runner.handler(batch(record), lambda_context("runner")) == {"batchItemFailures": []}
 
 
 def test_a_cancelled_execution_is_not_run(rig: Rig, peer: Peer):
