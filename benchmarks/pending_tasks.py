@@ -1,8 +1,8 @@
 """Pending-task listing time with 100 versus 100,000 held tasks of OTHER enterprises in the table.
 
-The listing (`WorkflowService.pending_tasks`) is a GetItem of the enterprise and a Query of its own
-sparse GSI1 partition (`CONTRACT#<id>#PENDING`), so the other enterprises' tasks should not matter:
-goal median(100,000) / median(100) <= 1.2.
+The listing (`PendingTasks.pending_tasks`, flowgate/workflow/pending_tasks.py) is a GetItem of the
+enterprise and a Query of its own sparse GSI1 partition (`CONTRACT#<id>#PENDING`), so the other
+enterprises' tasks should not matter: goal median(100,000) / median(100) <= 1.2.
 
 A fresh interpreter opens `moto.mock_aws` and provisions template.yaml (as benchmarks/workflow_decisions.py
 does), turns workflow on and holds OWN_TASKS deploys of one enterprise through the real service. A second
@@ -10,7 +10,7 @@ table is created from the template's definition (`devstack.provision.create_tabl
 given a copy of every item. Then the other enterprises' held tasks are written straight into moto's
 in-process backend (through its API, 100,000 items take minutes): each is a copy of one of the real held
 tasks, with a new id, enterprise (FOREIGN_PER_ENTERPRISE tasks each), user, workspace, VM, request and
-creation time, and the keys `WorkflowStore` gives a held task (`task_key`, `pending_index`: GSI1PK/GSI2PK
+creation time, and the keys `TaskStore` gives a held task (`task_key`, `pending_index`: GSI1PK/GSI2PK
 of its own enterprise). Before timing, a foreign task is read back through the app and one foreign
 enterprise's listing is checked to return its tasks, and ours its OWN_TASKS.
 
@@ -90,14 +90,14 @@ def _copy_table(source: str, target: str) -> int:
 
 
 def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, deadline: float) -> int:
-    """Held tasks of other enterprises, shaped as `WorkflowStore.create_request` writes a held task (a copy
+    """Held tasks of other enterprises, shaped as `TaskStore.create_request` writes a held task (a copy
     of `template`, one of ours, with its own ids, times and keys), put straight into moto's table. Stops
     at `deadline`; how many were written."""
     from moto.dynamodb.models.dynamo_type import DynamoType
 
     from flowgate import clock as flowgate_clock
     from flowgate.db import _to_wire
-    from flowgate.workflow.store import pending_index, task_key
+    from flowgate.workflow.store.keys import pending_index, task_key
 
     table = moto_table(table_name)
     key = task_key(template["id"])
@@ -136,34 +136,35 @@ def _add_foreign_tasks(table_name: str, template: dict[str, Any], count: int, de
     return written
 
 
-def _service_on(table_name: str) -> Any:
-    """The workflow service as the composition root builds it, on `table_name` (store and directory)."""
+def _container_on(table_name: str) -> Any:
+    """The composition root as it is built for a process, on `table_name` (stores and directory)."""
     from flowgate.wiring import Container, container
 
     live = container()
     settings = live.settings.model_copy(update={"table_name": table_name})
-    return Container(settings, live.environ, holds=live.holds, jobs=live.jobs).workflow
+    return Container(settings, live.environ, holds=live.holds, jobs=live.jobs)
 
 
-def _check(svc: Any, principal: Any, cid: str, own: set[str], foreign_cid: str | None) -> dict[str, Any]:
+def _check(c: Any, principal: Any, cid: str, own: set[str], foreign_cid: str | None) -> dict[str, Any]:
     """The listing returns our held tasks and nothing else; a foreign task reads back as a task and its
     enterprise's listing finds its tasks. Also what one listing calls, and what its Query selected."""
-    from flowgate.workflow.store import task_from
-
     log = CallLog()
     with counting_calls(log):
-        tasks, _ = svc.pending_tasks(principal, cid, limit=OWN_TASKS + 10)
+        tasks, _ = c.pending_tasks.pending_tasks(principal, cid, limit=OWN_TASKS + 10)
     listed = {t.taskId for t in tasks}
     if listed != own:
         raise RuntimeError(f"the listing returned {len(listed)} tasks, {len(listed & own)} of them ours")
     foreign_listed = 0
     if foreign_cid:
-        page = svc.store.pending(
+        records, _ = c.workflow_task_store.pending(
             foreign_cid, None, since=None, until=None, task_type=None, vm_id=None, limit=100, cursor=None
         )
-        foreign_listed = len(page.items)
-        for item in page.items[:1]:
-            task_from(svc.store.get_task(item["id"]) or {})
+        foreign_listed = len(records)
+        for record in records[:1]:
+            read = c.workflow_task_store.get(record.id)
+            if read is None:
+                raise RuntimeError(f"the foreign task {record.id} does not read back")
+            read.task()
         if not foreign_listed:
             raise RuntimeError(f"no pending task found for the foreign enterprise {foreign_cid}")
     return {
@@ -219,18 +220,20 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
 
         enable_platform_workflow()
         tenant = make_tenant("a")
-        svc = container().workflow
         own: set[str] = set()
         for i in range(OWN_TASKS):
-            vm = svc.create_virtual_machine(
+            vm = container().workflow_resources.create_virtual_machine(
                 tenant.admin, tenant.ws, {"name": f"vm-{i}", "cpu": 1, "ram": 512}
             )
-            [task] = svc.request_operation(tenant.admin, tenant.ws, "vm", vm.id, "deploy")
+            [task] = container().operation_requests.request_operation(
+                tenant.admin, tenant.ws, "vm", vm.id, "deploy"
+            )
             if task.state != "QUEUEING":
                 raise RuntimeError(f"the deploy was not held: {task.state}")
             own.add(task.taskId)
-        template = container().workflow_store.get_task(sorted(own)[0])
-        assert template is not None
+        held = container().workflow_task_store.get(sorted(own)[0])
+        assert held is not None
+        template = held.to_item()
         large = create_table_from_template(ROOT_DIR / "template.yaml", table_name=f"{small}-large")
         base_items = _copy_table(small, large)
         setup_s = time.monotonic() - started
@@ -244,12 +247,14 @@ def child(result_path: Path, rounds: int, warmup: int) -> None:
         gc.collect()
         gc.freeze()  # the setup's objects: keep the collector's passes over them out of the timings
 
-        services = {name: _service_on(name) for name in (small, large)}
+        services = {name: _container_on(name) for name in (small, large)}
         checks = {
             name: _check(services[name], tenant.approver, tenant.cid, own, "bench-foreign-000000")
             for name in (small, large)
         }
-        subjects = {name: (services[name], tenant.approver, tenant.cid) for name in (small, large)}
+        subjects = {
+            name: (services[name].pending_tasks, tenant.approver, tenant.cid) for name in (small, large)
+        }
         samples, measured = _time_rounds(subjects, rounds, warmup)
         items = {name: len(moto_table(name).all_items()) for name in (small, large)}
     result = {

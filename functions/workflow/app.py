@@ -3,7 +3,7 @@
 VMs and appliances, deploy/undeploy/reconfigure requests (202 with the task), platform properties,
 the enterprise's workflow flag and limits, held tasks, continue/cancel decisions (HTTP Basic or bearer;
 the body is optional: empty, `{}`, or a plain-text message) and pending tasks. Thin by design: parse,
-authenticate, call the workflow service, shape the answer.
+authenticate, call the use case's service (one per module of flowgate.workflow), shape the answer.
 """
 
 from __future__ import annotations
@@ -71,22 +71,22 @@ def accepted(tasks: list[Task]) -> Response[Any]:
 
 @app.post("/api/config/properties", tags=["workflow"])
 def set_property(body: SetPropertyRequest) -> Property:
-    return container().workflow.set_property(caller(), body.name, body.value)
+    return container().workflow_settings.set_property(caller(), body.name, body.value)
 
 
 @app.get("/api/config/properties", tags=["workflow"])
 def list_properties() -> list[Property]:
-    return container().workflow.list_properties(caller())
+    return container().workflow_settings.list_properties(caller())
 
 
 @app.get("/api/admin/enterprises/<cid>", tags=["workflow"])
 def get_enterprise(cid: str) -> Enterprise:
-    return container().workflow.get_enterprise(caller(), cid)
+    return container().workflow_settings.get_enterprise(caller(), cid)
 
 
 @app.put("/api/admin/enterprises/<cid>", tags=["workflow"])
 def put_enterprise(cid: str, body: PutEnterpriseRequest) -> Enterprise:
-    return container().workflow.put_enterprise(caller(), cid, body)
+    return container().workflow_settings.put_enterprise(caller(), cid, body)
 
 
 # ---- resources -------------------------------------------------------------------------------
@@ -94,19 +94,19 @@ def put_enterprise(cid: str, body: PutEnterpriseRequest) -> Enterprise:
 
 @app.post(f"{CLOUD}/virtualmachines", tags=["workflow"])
 def create_vm(ws: str, body: CreateVirtualMachineRequest) -> Response[VirtualMachine]:
-    vm = container().workflow.create_virtual_machine(caller(), ws, body)
+    vm = container().workflow_resources.create_virtual_machine(caller(), ws, body)
     return created(vm, f"/api/cloud/workspaces/{ws}/virtualmachines/{vm.id}")
 
 
 @app.get(f"{CLOUD}/virtualmachines", tags=["workflow"])
 def list_vms(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[VirtualMachine]:
-    items, nxt = container().workflow.list_virtual_machines(caller(), ws, limit, cursor)
+    items, nxt = container().workflow_resources.list_virtual_machines(caller(), ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{CLOUD}/virtualmachines/<vm>", tags=["workflow"])
 def get_vm(ws: str, vm: str) -> VirtualMachine:
-    return container().workflow.get_virtual_machine(caller(), ws, vm)
+    return container().workflow_resources.get_virtual_machine(caller(), ws, vm)
 
 
 def new_size(op: str, body: dict[str, Any] | None) -> ReconfigureRequest | None:
@@ -123,7 +123,7 @@ def new_size(op: str, body: dict[str, Any] | None) -> ReconfigureRequest | None:
 
 def request(ws: str, target: str, target_id: str, op: str, body: dict[str, Any] | None) -> Response[Any]:
     size = new_size(op, body)
-    tasks = container().workflow.request_operation(
+    tasks = container().operation_requests.request_operation(
         caller(), ws, target, target_id, op, cpu=size.cpu if size else None, ram=size.ram if size else None
     )
     return accepted(tasks)
@@ -138,19 +138,19 @@ def vm_action(
 
 @app.post(f"{CLOUD}/virtualappliances", tags=["workflow"])
 def create_vapp(ws: str, body: CreateVirtualApplianceRequest) -> Response[VirtualAppliance]:
-    vapp = container().workflow.create_virtual_appliance(caller(), ws, body)
+    vapp = container().workflow_resources.create_virtual_appliance(caller(), ws, body)
     return created(vapp, f"/api/cloud/workspaces/{ws}/virtualappliances/{vapp.id}")
 
 
 @app.get(f"{CLOUD}/virtualappliances", tags=["workflow"])
 def list_vapps(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[VirtualAppliance]:
-    items, nxt = container().workflow.list_virtual_appliances(caller(), ws, limit, cursor)
+    items, nxt = container().workflow_resources.list_virtual_appliances(caller(), ws, limit, cursor)
     return Listing(items=items, next=nxt)
 
 
 @app.get(f"{CLOUD}/virtualappliances/<vapp>", tags=["workflow"])
 def get_vapp(ws: str, vapp: str) -> VirtualAppliance:
-    return container().workflow.get_virtual_appliance(caller(), ws, vapp)
+    return container().workflow_resources.get_virtual_appliance(caller(), ws, vapp)
 
 
 @app.post(f"{CLOUD}/virtualappliances/<vapp>/action/<op>", tags=["workflow"])
@@ -162,12 +162,12 @@ def vapp_action(
 
 @app.put(f"{API_ROOT}/workspaces/<ws>/operations/<op>", tags=["workflow"])
 def bind_operation(ws: str, op: Op, body: BindOperationRequest) -> OperationBinding:
-    return container().workflow.bind_operation(caller(), ws, op, body.flow)
+    return container().operation_bindings.bind_operation(caller(), ws, op, body.flow)
 
 
 @app.get(f"{API_ROOT}/workspaces/<ws>/operations/<op>", tags=["workflow"])
 def get_operation(ws: str, op: Op) -> OperationBinding:
-    return container().workflow.get_binding(caller(), ws, op)
+    return container().operation_bindings.get_binding(caller(), ws, op)
 
 
 # ---- tasks -----------------------------------------------------------------------------------
@@ -175,12 +175,12 @@ def get_operation(ws: str, op: Op) -> OperationBinding:
 
 @app.get("/api/object/task/<uuid>", tags=["workflow"])
 def get_task(uuid: str) -> Task:
-    return container().workflow.get_task(caller(), uuid)
+    return container().workflow_tasks.get_task(caller(), uuid)
 
 
 @app.get("/api/object/task/<uuid>/audit", tags=["workflow"])
 def task_audit(uuid: str) -> list[AuditRecord]:
-    return container().workflow.audit(caller(), uuid)
+    return container().workflow_tasks.audit(caller(), uuid)
 
 
 def decision_message() -> str | None:
@@ -206,7 +206,7 @@ def decision_message() -> str | None:
 @app.post("/api/object/task/<uuid>/action/<decision>", tags=["workflow"])
 def decide(uuid: str, decision: Literal["continue", "cancel"]) -> Response[Task]:
     source = app.current_event.request_context.identity.source_ip or "unknown"
-    outcome = container().workflow.decide(caller(), uuid, decision, decision_message(), source)
+    outcome = container().decisions.decide(caller(), uuid, decision, decision_message(), source)
     return Response(
         status_code=outcome.status_code, content_type=content_types.APPLICATION_JSON, body=outcome.task
     )
@@ -224,7 +224,7 @@ def enterprise_pending(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> TaskCollection:
-    tasks, nxt = container().workflow.pending_tasks(
+    tasks, nxt = container().pending_tasks.pending_tasks(
         caller(), cid, user_id=user, type=type, vm=vm, since=since, until=until, limit=limit, cursor=cursor
     )
     return TaskCollection(collection=tasks, next=nxt)
@@ -242,7 +242,7 @@ def user_pending(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> TaskCollection:
-    tasks, nxt = container().workflow.pending_tasks(
+    tasks, nxt = container().pending_tasks.pending_tasks(
         caller(), cid, user_id=uid, type=type, vm=vm, since=since, until=until, limit=limit, cursor=cursor
     )
     return TaskCollection(collection=tasks, next=nxt)

@@ -1,8 +1,9 @@
 """Approval notifier function: consumes the approval state machine's queue (SQS).
 
 `held` messages become signed webhooks to the workflow tool once every task of a request is held;
-`timed_out` messages apply the enterprise's default action. A record that fails (the endpoint is
-down) is reported as a partial batch failure, so SQS brings it back later.
+`continued` messages (a continue released the hold) start the task's jobs; `timed_out` messages apply
+the enterprise's default action. A record that fails (the endpoint is down) is reported as a partial
+batch failure, so SQS brings it back later.
 """
 
 from __future__ import annotations

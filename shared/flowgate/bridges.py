@@ -93,17 +93,19 @@ class FlowMessageRunner:
 
 class FlowJobs:
     """workflow.ports.Jobs: a task's jobs run as an execution of the workspace's flow bound to the
-    operation, queued for the runner."""
+    operation, queued for the runner; the execution's id comes from the workflow context, so a repeated
+    start finds the execution made before."""
 
     def __init__(self, flows: FlowService) -> None:
         self.flows = flows
 
-    def start(self, task: Task, flow: str) -> str:
+    def start(self, task: Task, flow: str, execution_id: str) -> None:
         dto = task.model_dump(mode="json")
-        return self.flows.start_for_task(
+        self.flows.start_for_task(
             workspace_id=task.workspace_id,
             flow=flow,
             inputs={"task": {k: v for k, v in dto.items() if k != "links"}},
             started_by=task.userId,
             task_id=task.taskId,
+            execution_id=execution_id,
         )

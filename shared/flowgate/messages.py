@@ -37,9 +37,11 @@ class FlowMessageQueued(QueueMessage):
 
 
 class ApprovalEvent(QueueMessage):
-    """What the approval state machine puts on the approval queue (statemachine/approval.asl.json)."""
+    """What the approval state machine puts on the approval queue (statemachine/approval.asl.json
+    writes the body): `held` with the hold's token when it starts waiting, `continued` when a continue
+    released it (the notifier starts the jobs), `timed_out` when nobody decided in time."""
 
-    event: Literal["held", "timed_out"]
+    event: Literal["held", "continued", "timed_out"]
     task_id: str
     request_id: str
     token: str | None = None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from flowgate.activation.service import ActivationService
     from flowgate.activation.store import ActivationStore
     from flowgate.bridges import ConnectorCalls
+    from flowgate.clock import Clock
     from flowgate.connectors.runtime import RunContext
     from flowgate.connectors.service import ConnectorService
     from flowgate.db import Table
@@ -34,10 +35,20 @@ if TYPE_CHECKING:
     from flowgate.identity.auth import Authenticator
     from flowgate.identity.service import IdentityService
     from flowgate.identity.store import IdentityStore
+    from flowgate.workflow.announcements import Announcements
+    from flowgate.workflow.bindings import OperationBindings
+    from flowgate.workflow.decisions import Decisions
+    from flowgate.workflow.jobs import TaskJobs
     from flowgate.workflow.notifier import Notifier
+    from flowgate.workflow.operation_requests import OperationRequests
+    from flowgate.workflow.pending_tasks import PendingTasks
     from flowgate.workflow.ports import Holds, Jobs
-    from flowgate.workflow.service import WorkflowService
-    from flowgate.workflow.store import WorkflowStore
+    from flowgate.workflow.resources import Resources
+    from flowgate.workflow.settings import WorkflowSettings
+    from flowgate.workflow.store.resources import ResourceStore
+    from flowgate.workflow.store.settings import SettingsStore
+    from flowgate.workflow.store.tasks import TaskStore
+    from flowgate.workflow.tasks import Tasks
 
 
 class Container:
@@ -180,12 +191,30 @@ class Container:
         settings = self.activation_settings
         return Enforcer(self.activation_store, EventBridgePublisher(settings.event_bus_name), settings)
 
-    # ---- approval workflow ----
+    # ---- approval workflow: one service per use case (flowgate/workflow/<use case>.py) ----
     @cached_property
-    def workflow_store(self) -> WorkflowStore:
-        from flowgate.workflow.store import WorkflowStore
+    def workflow_clock(self) -> Clock:
+        from flowgate.clock import now
 
-        return WorkflowStore(self.table)
+        return now
+
+    @cached_property
+    def workflow_task_store(self) -> TaskStore:
+        from flowgate.workflow.store.tasks import TaskStore
+
+        return TaskStore(self.table)
+
+    @cached_property
+    def workflow_resource_store(self) -> ResourceStore:
+        from flowgate.workflow.store.resources import ResourceStore
+
+        return ResourceStore(self.table)
+
+    @cached_property
+    def workflow_settings_store(self) -> SettingsStore:
+        from flowgate.workflow.store.settings import SettingsStore
+
+        return SettingsStore(self.table)
 
     @cached_property
     def holds(self) -> Holds:
@@ -200,20 +229,74 @@ class Container:
         return FlowJobs(self.flows)
 
     @cached_property
-    def workflow(self) -> WorkflowService:
+    def workflow_settings(self) -> WorkflowSettings:
         from flowgate.url_guard import OutboundPolicy
-        from flowgate.workflow.service import WorkflowService
+        from flowgate.workflow.settings import WorkflowSettings
 
-        return WorkflowService(
-            self.workflow_store,
+        return WorkflowSettings(
+            self.workflow_settings_store,
             self.identity,
+            OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
+            self.workflow_clock,
+        )
+
+    @cached_property
+    def workflow_resources(self) -> Resources:
+        from flowgate.workflow.resources import Resources
+
+        return Resources(self.workflow_resource_store, self.identity, self.identity, self.workflow_clock)
+
+    @cached_property
+    def operation_bindings(self) -> OperationBindings:
+        from flowgate.workflow.bindings import OperationBindings
+
+        return OperationBindings(self.workflow_resource_store, self.identity, self.flows, self.workflow_clock)
+
+    @cached_property
+    def workflow_jobs(self) -> TaskJobs:
+        from flowgate.workflow.jobs import TaskJobs
+
+        return TaskJobs(self.workflow_task_store, lambda: self.jobs, self.workflow_clock)
+
+    @cached_property
+    def operation_requests(self) -> OperationRequests:
+        from flowgate.workflow.operation_requests import OperationRequests
+
+        return OperationRequests(
+            self.workflow_task_store,
+            self.workflow_resource_store,
+            self.workflow_settings_store,
             self.identity,
             self.flows,
             holds=self.holds,
-            jobs=self.jobs,
-            outbound_policy=OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
+            jobs=self.workflow_jobs,
+            clock=self.workflow_clock,
             default_timeout_seconds=self.settings.approval_timeout_seconds,
         )
+
+    @cached_property
+    def decisions(self) -> Decisions:
+        from flowgate.workflow.decisions import Decisions
+
+        return Decisions(self.workflow_task_store, self.holds, self.workflow_jobs, self.workflow_clock)
+
+    @cached_property
+    def announcements(self) -> Announcements:
+        from flowgate.workflow.announcements import Announcements
+
+        return Announcements(self.workflow_task_store, self.holds, self.workflow_clock)
+
+    @cached_property
+    def pending_tasks(self) -> PendingTasks:
+        from flowgate.workflow.pending_tasks import PendingTasks
+
+        return PendingTasks(self.workflow_task_store, self.identity)
+
+    @cached_property
+    def workflow_tasks(self) -> Tasks:
+        from flowgate.workflow.tasks import Tasks
+
+        return Tasks(self.workflow_task_store, self.identity)
 
     @cached_property
     def notifier(self) -> Notifier:
@@ -221,14 +304,19 @@ class Container:
         from flowgate.url_guard import OutboundPolicy
         from flowgate.workflow.notifier import Notifier
 
-        workflow, secret_id = self.workflow, self.settings.webhook_secret_id
+        settings, secret_id = self.workflow_settings, self.settings.webhook_secret_id
 
         def signing_secret() -> str:
-            chosen = workflow.signing_secret()
+            chosen = settings.signing_secret()
             return chosen or "whsec_" + str(read_json_secret(secret_id)["key"])
 
         return Notifier(
-            workflow, signing_secret, OutboundPolicy.from_allow_list(self.settings.outbound_allow_list)
+            self.announcements,
+            self.decisions,
+            self.workflow_jobs,
+            settings.notification_target,
+            signing_secret,
+            OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
         )
 
     # ---- callbacks between contexts; each builds the other service only when first called ----
@@ -240,7 +328,7 @@ class Container:
         return self.activation.state_of(wsid, flow).status == "active"
 
     def _task_done(self, task_id: str, success: bool, message: str | None) -> None:
-        self.workflow.jobs_finished(task_id, success, message)
+        self.workflow_jobs.finished(task_id, success, message)
 
 
 _installed: Container | None = None

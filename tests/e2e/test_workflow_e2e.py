@@ -42,6 +42,7 @@ class WorkflowTool:
     message: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
+    answered_states: list[str | None] = field(default_factory=list)  # the task's state in each answer
     refused: int = 0
 
     def on_request(self, headers: dict[str, str], body: bytes) -> int:
@@ -69,6 +70,7 @@ class WorkflowTool:
                 headers={"Content-Type": kind},
                 timeout=30,
             )
+            self.answered_states.append(answer.json().get("state") if answer.ok else None)
             self.answers.append(answer.status_code)
 
 
@@ -223,11 +225,27 @@ def test_deploy_is_held_then_continued_and_runs_through_the_bound_flow(stack: St
     links = {link["rel"]: link["href"] for link in task["links"]}
     assert links["continue"] == f"object/task/{task['taskId']}/action/continue"
     assert not any(h.startswith(("http", "/")) for h in links.values())
+    # The continue answers right after its decision; the approval state machine then starts the jobs
+    _until(lambda: tenant.tool.answers, what="the workflow tool's continue is answered")
+    assert tenant.tool.answers == [202]  # accepted: the jobs start next
+    assert tenant.tool.answered_states == ["PENDING"]
+    started = _until(
+        lambda: _task(stack, tenant, task["taskId"])["state"] in ("STARTED", "FINISHED_SUCCESSFULLY"),
+        what="the jobs start",
+    )
+    assert started
     done = _final(stack, tenant, task["taskId"])
     assert done["state"] == "FINISHED_SUCCESSFULLY", done
-    assert tenant.tool.answers == [202]  # accepted: the jobs started
     assert tenant.tool.refused == 0
     assert [t["taskId"] for t in tenant.tool.received] == [task["taskId"]]
+    [execution] = stack.call("GET", f"{A}/workspaces/{tenant.ws}/executions", token=tenant.admin).json()[
+        "items"
+    ]
+    ran = stack.call(
+        "GET", f"{A}/workspaces/{tenant.ws}/executions/{execution['id']}", token=tenant.admin
+    ).json()
+    assert (ran["status"], ran["flow"], ran["task_id"]) == ("success", "jobs", task["taskId"])
+    assert ran["outputs"]["ran"] == task["taskId"]  # the bound flow ran the task's jobs
     vm_now = stack.call(
         "GET", f"/api/cloud/workspaces/{tenant.ws}/virtualmachines/{vm}", token=tenant.requester
     )
@@ -286,10 +304,14 @@ def test_double_click_and_different_decision(stack: Stack, tenant: Tenant):
     first = requests.post(stack.url(f"{path}/continue"), auth=tenant.approver, timeout=30)
     again = requests.post(stack.url(f"{path}/continue"), auth=tenant.approver, data="{}", timeout=30)
     assert (first.status_code, again.status_code) == (202, 200)  # the repeat answers the recorded outcome
+    assert first.json()["state"] == "PENDING"
     assert again.json()["state"] != "QUEUEING"
     other = requests.post(stack.url(f"{path}/cancel"), auth=tenant.approver, timeout=30)
     assert other.status_code == 410
     assert "continue" in other.json()["error"]["message"]
+    assert _final(stack, tenant, task["taskId"])["state"] == "FINISHED_SUCCESSFULLY"  # the jobs ran once
+    executions = stack.call("GET", f"{A}/workspaces/{tenant.ws}/executions", token=tenant.admin).json()
+    assert len(executions["items"]) == 1
 
 
 def test_concurrent_continue_and_cancel_resolve_to_one(stack: Stack, tenant: Tenant):
@@ -333,6 +355,18 @@ def test_timeout_applies_the_default_action(stack: Stack, tenant: Tenant):
     done = _final(stack, tenant, task["taskId"])
     assert done["state"] == "CANCELLED"
     assert "TIMED_OUT" in done["extradata"]["workflow"]
+
+
+def test_timeout_with_the_default_action_continue_runs_the_jobs(stack: Stack, tenant: Tenant):
+    enterprise = stack.call("GET", f"/api/admin/enterprises/{tenant.cid}", token=tenant.admin).json()
+    enterprise.update(approvalTimeoutSeconds=2, approvalTimeoutAction="continue")
+    assert (
+        stack.call("PUT", f"/api/admin/enterprises/{tenant.cid}", enterprise, tenant.admin).status_code == 200
+    )
+    task = _request(stack, tenant, _vm(stack, tenant), "deploy")
+    done = _final(stack, tenant, task["taskId"])
+    assert done["state"] == "FINISHED_SUCCESSFULLY"
+    assert done["extradata"]["workflow"] == "TIMED_OUT: continue after 2s"
 
 
 def test_pending_tasks_and_the_other_enterprise(stack: Stack, root_token: str, tenant: Tenant):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,9 @@ from pydantic import ValidationError
 from flowgate import clock
 from flowgate.errors import BadRequest, Conflict, Forbidden, NotFound
 from flowgate.identity.models import Principal, Privilege, Role
+from flowgate.messages import ApprovalEvent
 from flowgate.workflow import rules
+from flowgate.workflow.jobs import jobs_execution_id
 from flowgate.workflow.models import (
     CreateVirtualApplianceRequest,
     CreateVirtualMachineRequest,
@@ -31,7 +34,8 @@ from flowgate.workflow.models import (
     collection,
 )
 from flowgate.workflow.rules import Usage
-from flowgate.workflow.store import task_from
+from flowgate.workflow.store.records import TaskRecord, VmRecord, task_from
+from tests.conftest import ROOT
 
 CID, OTHER_CID = "c-1", "c-2"
 
@@ -259,6 +263,10 @@ def task_item(**overrides: Any) -> dict[str, Any]:
         "flow": "deploy-flow",
         "cpu": 2,
         "ram": 2048,
+        "previous_vm_state": "NOT_ALLOCATED",
+        "reserved": {"vms": 1, "cpu": 2, "ram": 2048},
+        "timeout_seconds": 3600,
+        "timeout_action": "cancel",
         "token": "secret-token",
         "GSI1PK": "CONTRACT#c-1#PENDING",
     }
@@ -331,17 +339,22 @@ def test_reconfigure_job_and_flow_inputs_carry_the_new_size() -> None:
     assert (
         task.dto()["jobs"]["collection"][0] | {"cpu": 4, "ram": 2048} == task.dto()["jobs"]["collection"][0]
     )
-    inputs = task.flow_inputs()
-    assert inputs["operation"] == "reconfigure"
-    assert inputs["virtualmachine"] == {
-        "id": "vm-1",
-        "name": "web-1",
-        "cpu": 2,
+    # What the bound flow receives (flowgate.bridges.FlowJobs): the task as on the wire, without links
+    inputs = {k: v for k, v in task.model_dump(mode="json").items() if k != "links"}
+    assert inputs["type"] == "RECONFIGURE"
+    assert inputs["ownerId"] == "vm-1"
+    assert inputs["jobs"]["collection"][0] == {
+        "id": "j-1",
+        "parentTaskId": "t-1",
+        "type": "RECONFIGURE",
+        "description": "resize",
+        "state": "PENDING",
+        "creationTimestamp": 1_700_000_000_000,
+        "timestamp": 1_700_000_000_500,
+        "cpu": 4,
         "ram": 2048,
-        "newCpu": 4,
-        "newRam": 2048,
     }
-    assert "links" not in inputs["task"]
+    assert "links" not in inputs
 
 
 def test_several_tasks_are_a_collection() -> None:
@@ -437,3 +450,86 @@ def test_property_values_are_text() -> None:
     assert SetPropertyRequest.model_validate({"name": "n", "value": 1}).value == "1"
     assert SetPropertyRequest.model_validate({"name": "n", "value": True}).value == "1"
     assert SetPropertyRequest.model_validate({"name": "n", "value": "0"}).value == "0"
+
+
+# ---- storage records and the state machine's messages ------------------------------------------------
+
+# What a new task item holds (docs/access-patterns.md, "task"); later writes add the token, the decision,
+# the execution and the webhook's outcome.
+NEW_TASK_ATTRIBUTES = {
+    "id", "contract_id", "workspace_id", "vm_id", "vm_name", "vapp_id", "user_id", "operation", "state",
+    "held", "created_ms", "updated_ms", "created_at", "jobs", "extradata", "request_id", "flow", "cpu",
+    "ram", "new_cpu", "new_ram", "previous_vm_state", "reserved", "timeout_seconds", "timeout_action",
+}  # fmt: skip
+
+
+def test_a_new_task_record_is_the_item_a_task_always_was() -> None:
+    # Given a VM that is ON, and a reconfigure of it held for review
+    vm = VmRecord.new(wsid="ws-1", cid=CID, name="web-1", cpu=2, ram=2048, by="u-1", at=datetime.now(UTC))
+    vm = VmRecord.from_item({**vm.to_item(), "state": "ON"})
+    task = TaskRecord.new(
+        vm=vm,
+        vapp_id=None,
+        user_id="u-1",
+        op=Operation.RECONFIGURE,
+        size=(4, None),
+        flow="resize",
+        request_id="r-1",
+        at=datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+        held=True,
+        timeout_seconds=3600,
+        timeout_action=TimeoutAction.CONTINUE,
+    )
+    # When it is written and read back
+    item = task.to_item()
+    # Then the item has the attributes it always had, and reads back as the same task
+    assert set(item) == NEW_TASK_ATTRIBUTES
+    assert TaskRecord.from_item(item) == task
+    assert item["state"] == "QUEUEING"
+    assert item["previous_vm_state"] == "ON"
+    assert item["reserved"] == {"vms": 0, "cpu": 2, "ram": 0}  # only the growth is reserved
+    assert item["jobs"][0] | {"type": "RECONFIGURE", "cpu": 4, "ram": 2048} == item["jobs"][0]
+    assert item["created_at"] == "2024-05-01T10:00:00.000Z"
+    assert task.task().dto()["jobs"]["collection"][0]["cpu"] == 4
+
+
+def test_the_jobs_execution_id_is_derived_from_the_task() -> None:
+    assert jobs_execution_id("t-1") == jobs_execution_id("t-1")
+    assert jobs_execution_id("t-1") != jobs_execution_id("t-2")
+    assert str(uuid.UUID(jobs_execution_id("t-1"))) == jobs_execution_id("t-1")  # an id like any other
+
+
+def _bodies(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each SQS message body the approval state machine writes, by state name, as it would send it."""
+    context = {"$.task_id": "t-1", "$.request_id": "r-1", "$$.Task.Token": "tok"}
+    bodies = {}
+    for name, state in states.items():
+        template = state.get("Parameters", {}).get("MessageBody")
+        if template is None:
+            continue
+        bodies[name] = {
+            k.removesuffix(".$"): context[v] if k.endswith(".$") else v for k, v in template.items()
+        }
+    return bodies
+
+
+def test_the_state_machine_writes_the_approval_events_the_notifier_reads() -> None:
+    definition = json.loads((ROOT / "statemachine" / "approval.asl.json").read_text())
+    states = definition["States"]
+    bodies = _bodies(states)
+    events = {name: ApprovalEvent.model_validate_json(json.dumps(body)) for name, body in bodies.items()}
+    assert {name: e.event for name, e in events.items()} == {
+        "WaitForDecision": "held",
+        "StartJobs": "continued",
+        "ReportTimeout": "timed_out",
+    }
+    assert events["WaitForDecision"].token == "tok"
+    assert {(e.task_id, e.request_id, e.version) for e in events.values()} == {("t-1", "r-1", 1)}
+    # after the hold is released, only a continue goes on to hand the task over for its jobs
+    choice = states[states["WaitForDecision"]["Next"]]
+    assert choice["Type"] == "Choice"
+    [rule] = choice["Choices"]
+    assert rule["Next"] == "StartJobs"
+    assert {"Variable": "$.decision.decision", "StringEquals": "continue"} in rule["And"]
+    assert states["WaitForDecision"]["ResultPath"] == "$.decision"
+    assert states[choice["Default"]]["Type"] == "Succeed"

@@ -161,12 +161,27 @@ class FlowService:
         return execution_from(item)
 
     def start_for_task(
-        self, *, workspace_id: str, flow: str, inputs: Mapping[str, Any], started_by: str, task_id: str
+        self,
+        *,
+        workspace_id: str,
+        flow: str,
+        inputs: Mapping[str, Any],
+        started_by: str,
+        task_id: str,
+        execution_id: str,
     ) -> str:
-        """Queue the bound flow for an approved (or unheld) operation task; the runner reports its end."""
-        item = self.create_flow_execution(workspace_id, flow, inputs, started_by, task_id=task_id)
-        self.queue.send(item["id"], workspace_id)
-        return str(item["id"])
+        """Queue the bound flow for an approved (or unheld) operation task as the execution
+        `execution_id`; the runner reports its end. A repeat with the same id creates nothing: the
+        execution an earlier attempt made is queued again, and the runner runs it once."""
+        try:
+            self.create_flow_execution(
+                workspace_id, flow, inputs, started_by, task_id=task_id, id=execution_id
+            )
+        except Conflict:
+            if self.store.get_execution(execution_id) is None:
+                raise  # not a repeat: a refusal (the workspace's quota)
+        self.queue.send(execution_id, workspace_id)
+        return execution_id
 
     def create_flow_execution(
         self,

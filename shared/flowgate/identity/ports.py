@@ -42,3 +42,7 @@ class Directory(Protocol):
     def workspace_exists(self, wsid: str) -> Write:
         """A transaction condition that holds while the workspace exists."""
         ...
+
+    def contract_exists(self, cid: str) -> Write:
+        """A transaction condition that holds while the contract exists."""
+        ...

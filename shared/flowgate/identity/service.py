@@ -241,6 +241,9 @@ class IdentityService:
     def workspace_exists(self, wsid: str) -> Write:
         return self.store.workspace_exists(wsid)
 
+    def contract_exists(self, cid: str) -> Write:
+        return self.store.contract_exists(cid)
+
     def create_workspace(self, principal: Principal, cid: str, request: CreateWorkspaceRequest) -> Workspace:
         self._contract_item(principal, cid)
         owner = principal.user_id

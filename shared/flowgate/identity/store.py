@@ -220,6 +220,15 @@ class IdentityStore:
         return self.table.query(f"CONTRACT#{cid}#MEMBERS", index="GSI1", limit=limit, cursor=cursor)
 
     # ---- workspaces ----
+    def contract_exists(self, cid: str) -> Write:
+        """A condition for another context's transaction: the contract still exists."""
+        return Write(
+            "ConditionCheck",
+            key=contract_key(cid),
+            condition="attribute_exists(PK)",
+            conflict="the enterprise no longer exists",
+        )
+
     def workspace_exists(self, wsid: str) -> Write:
         """A condition for another context's transaction: the workspace still exists."""
         return Write(

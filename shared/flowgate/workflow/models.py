@@ -204,15 +204,6 @@ class Task(BaseModel):
         """The wire form: one task as the workflow tool and the API see it."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    def flow_inputs(self) -> dict[str, Any]:
-        """What the bound flow receives: the task as on the wire (without links) and the VM it acts on."""
-        task = {k: v for k, v in self.dto().items() if k != "links"}
-        vm = {"id": self.vm_id, "name": self.vm_name, "cpu": self.cpu, "ram": self.ram}
-        if self.operation == Operation.RECONFIGURE:
-            vm["newCpu"] = self.new_cpu if self.new_cpu is not None else self.cpu
-            vm["newRam"] = self.new_ram if self.new_ram is not None else self.ram
-        return {"task": task, "operation": self.operation.value, "virtualmachine": vm}
-
 
 def collection(tasks: list[Task]) -> dict[str, Any]:
     """Several tasks on the wire: `{"collection": [...]}` (Abiquo's shape)."""
@@ -221,8 +212,8 @@ def collection(tasks: list[Task]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DecisionOutcome:
-    """The answer to a continue or cancel: 202 when a continue won (jobs start), 200 when a cancel won
-    or when the same decision was already recorded."""
+    """The answer to a continue or cancel: 202 when a continue won (the task is PENDING, its jobs start
+    next), 200 when a cancel won or when the same decision was already recorded."""
 
     status_code: int
     task: Task

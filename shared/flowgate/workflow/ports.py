@@ -26,8 +26,10 @@ class Holds(Protocol):
 
 
 class Jobs(Protocol):
-    def start(self, task: Task, flow: str) -> str:
-        """Run the task's jobs through the bound flow; the id of the execution that runs them."""
+    def start(self, task: Task, flow: str, execution_id: str) -> None:
+        """Run the task's jobs through the bound flow as the execution `execution_id`, and queue it for
+        the runner. Starting it again with the same id must not run the jobs twice: the execution is
+        created once, and one created by an attempt that died before queueing it is queued again."""
         ...
 
 
