@@ -6,39 +6,33 @@ does not name them as inputs (no mass assignment).
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from flowgate.identity.entities import (
+    CONTRACT_ADMIN_ROLES,
+    Contract,
+    Member,
+    Principal,
+    Privilege,
+    Role,
+    Workspace,
+    WorkspaceKind,
+    WorkspaceRole,
+)
 
-class Role(StrEnum):
-    """A member's role in their contract, strongest first."""
-
-    OWNER = "owner"  # the contract's owner: everything, including other owners
-    ORG_ADMIN = "org_admin"  # members, every workspace, sync configs
-    WORKSPACE_OWNER = "workspace_owner"  # owner-level access to every workspace of the contract
-    MEMBER = "member"  # the workspaces they created or were given access to
-
-
-CONTRACT_ADMIN_ROLES = frozenset({Role.OWNER, Role.ORG_ADMIN})
-
-
-class WorkspaceRole(StrEnum):
-    """Access one member has to one workspace."""
-
-    WORKSPACE_OWNER = "workspace_owner"  # full access, manages who else has access
-    MEMBER = "member"  # works in the workspace
-
-
-class Privilege(StrEnum):
-    WORKFLOW_OVERRIDE = "WORKFLOW_OVERRIDE"  # decide (continue/cancel) held operation requests
-
-
-class WorkspaceKind(StrEnum):
-    LIMITED = "limited"
-    FULL = "full"
-
+__all__ = [
+    "CONTRACT_ADMIN_ROLES",
+    "Contract",
+    "Member",
+    "Principal",
+    "Privilege",
+    "Role",
+    "Workspace",
+    "WorkspaceKind",
+    "WorkspaceRole",
+]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Username = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._@-]{3,64}$")]
@@ -46,54 +40,6 @@ Username = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A
 Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
 
 STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
-
-class Principal(BaseModel):
-    """Who is calling: the user behind a token or Basic credentials."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    username: str
-    contract_id: str | None
-    role: Role | None
-    privileges: frozenset[Privilege] = frozenset()
-    platform_admin: bool = False
-
-    @property
-    def is_contract_admin(self) -> bool:
-        return self.platform_admin or self.role in CONTRACT_ADMIN_ROLES
-
-
-# ---- resources as the API shows them ----------------------------------------------------------
-
-
-class Contract(BaseModel):
-    id: str
-    name: str
-    created_at: str
-    version: int
-
-
-class Member(BaseModel):
-    id: str
-    username: str
-    contract_id: str | None
-    role: Role | None
-    privileges: list[Privilege]
-    platform_admin: bool = False
-    created_at: str
-    version: int
-
-
-class Workspace(BaseModel):
-    id: str
-    contract_id: str
-    name: str
-    kind: WorkspaceKind
-    owner_id: str
-    created_at: str
-    version: int
 
 
 class WorkspaceAccess(BaseModel):

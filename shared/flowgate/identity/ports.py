@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from flowgate.db import Write
-from flowgate.identity.models import Contract, Member, Principal, Privilege, Role, Workspace, WorkspaceKind
+from flowgate.identity.entities import Contract, Member, Principal, Privilege, Role, Workspace, WorkspaceKind
 
 __all__ = [
     "Contract",
