@@ -230,6 +230,7 @@ class Container:
 
     @cached_property
     def workflow_settings(self) -> WorkflowSettings:
+        from flowgate.secrets import StringSecret
         from flowgate.url_guard import OutboundPolicy
         from flowgate.workflow.settings import WorkflowSettings
 
@@ -238,6 +239,7 @@ class Container:
             self.identity,
             OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
             self.workflow_clock,
+            StringSecret(f"flowgate/{self.settings.stage}/workflow/webhook-signing-secret"),
         )
 
     @cached_property

@@ -94,3 +94,34 @@ def test_the_processor_runs_messages_of_a_full_workspace(flows_api: Api, root_to
     assert [(r["status"], r["message"]) for r in runs] == [("success", "{'n': 0}"), ("success", "{'n': 1}")]
     assert all(r["inputs"]["message_id"] == m["id"] for r, m in zip(runs, listed, strict=True))
     assert json.dumps(runs[0]["inputs"]["message"]) == '{"n": 0}'
+
+
+def test_a_failing_message_comes_back_in_seconds_not_after_the_visibility_timeout(
+    flows_api: Api, root_token: str, tenants, api: Api
+):
+    # Given a full workspace's active flow whose script fails, with two messages queued
+    a, _ = tenants
+    api.call("PATCH", f"{A}/workspaces/{a.workspace_id}", {"kind": "full"}, token=root_token)
+    path = f"{A}/workspaces/{a.workspace_id}/flows/broken"
+    failing = "import flow_api\ndef handler(system, this, inputs):\n    raise RuntimeError('down')\n"
+    assert flows_api.call("PUT", path, {"script": failing}, token=a.admin_token).status == 201
+    assert flows_api.call("POST", f"{path}/activate", token=a.admin_token).status == 200
+    for n in range(2):
+        assert flows_api.call("POST", f"{path}/messages", {"n": n}, token=a.admin_token).status == 202
+    # When the processor fails the first (and, FIFO, hands the second back with it)
+    queue = SqsQueue.at(os.environ["MESSAGE_QUEUE_URL"])
+    records = queue.records()
+    processor = load_function("flows", "messages")
+    result = processor.handler({"Records": records}, lambda_context(function_name="messages"))
+    assert len(result["batchItemFailures"]) == 2
+    # Then the failed one is in flight for the first retry delay (2 s), not the queue's 960 s, and comes back
+    assert queue.receive() == []
+    deadline = time.monotonic() + 10
+    again: list[Any] = []
+    while not again and time.monotonic() < deadline:
+        time.sleep(0.5)
+        again = queue.receive()
+    # first, and in order (SQS may hold the second back until the first is done; moto does not)
+    assert again
+    assert [m["MessageId"] for m in again] == [r["messageId"] for r in records][: len(again)]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"

@@ -1101,6 +1101,24 @@ def test_platform_properties(world: World) -> None:
 # ---- resources and tenancy ----------------------------------------------------------------------------
 
 
+def test_the_chosen_signing_secret_lives_in_secrets_manager_not_in_the_table(world: World) -> None:
+    # Given the platform admin chooses a webhook signing secret
+    world.settings.set_property(ROOT, "client.main.workflowSigningSecret", SECRET)
+    # Then the table's platform item says only that one is chosen, and Secrets Manager holds the value
+    item = world.c.table.get("PLATFORM", "WORKFLOW") or {}
+    assert item.get("signing_secret_set") is True
+    assert SECRET not in str(item)
+    name = f"flowgate/{world.c.settings.stage}/workflow/webhook-signing-secret"
+    assert aws_clients.secretsmanager().get_secret_value(SecretId=name)["SecretString"] == SECRET
+    assert world.settings.signing_secret() == SECRET
+    # and clearing it removes both, so the stack's own secret signs again
+    world.settings.set_property(ROOT, "client.main.workflowSigningSecret", "")
+    assert "signing_secret_set" not in (world.c.table.get("PLATFORM", "WORKFLOW") or {})
+    with pytest.raises(aws_clients.secretsmanager().exceptions.ResourceNotFoundException):
+        aws_clients.secretsmanager().get_secret_value(SecretId=name)
+    assert world.settings.signing_secret() is None
+
+
 def test_resources_and_tenancy(world: World) -> None:
     vm = world.resources.create_virtual_machine(world.alice, world.ws, {"name": "Web", "cpu": 1, "ram": 512})
     assert (vm.state, vm.taskId) == ("NOT_ALLOCATED", None)

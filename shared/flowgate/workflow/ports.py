@@ -37,3 +37,13 @@ class FlowLookup(Protocol):
     """Whether a flow exists (the flows service)."""
 
     def flow_exists(self, wsid: str, name: str) -> bool: ...
+
+
+class SecretValue(Protocol):
+    """One secret string kept outside the table (Secrets Manager): the webhook signing secret."""
+
+    def get(self) -> str | None: ...
+
+    def put(self, value: str) -> None: ...
+
+    def delete(self) -> None: ...

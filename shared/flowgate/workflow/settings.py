@@ -23,14 +23,21 @@ from flowgate.workflow.models import (
     PropertyName,
     PutEnterpriseRequest,
 )
+from flowgate.workflow.ports import SecretValue
 from flowgate.workflow.store.settings import SettingsStore
 
 
 class WorkflowSettings:
     def __init__(
-        self, store: SettingsStore, directory: Directory, outbound_policy: OutboundPolicy, clock: Clock
+        self,
+        store: SettingsStore,
+        directory: Directory,
+        outbound_policy: OutboundPolicy,
+        clock: Clock,
+        signing_secret: SecretValue,
     ) -> None:
         self.store = store
+        self.chosen_signing_secret = signing_secret
         self.directory = directory
         self.outbound_policy = outbound_policy
         self.clock = clock
@@ -56,10 +63,19 @@ class WorkflowSettings:
                     code="workflow_endpoint_missing",
                 )
         else:
-            if text:
-                rules.check_signing_secret(text)
-            self.store.set_signing_secret(text or None, by=by, at=at)
+            self._set_signing_secret(text, by, at)
         return next(p for p in self._properties() if p.name == prop)
+
+    def _set_signing_secret(self, text: str, by: str, at: str) -> None:
+        """The value goes to Secrets Manager first, then the table says one is chosen; clearing undoes it
+        in the other order, so the notifier never signs with a secret that is not there."""
+        if text:
+            rules.check_signing_secret(text)
+            self.chosen_signing_secret.put(text)
+            self.store.mark_signing_secret(True, by=by, at=at)
+        else:
+            self.store.mark_signing_secret(False, by=by, at=at)
+            self.chosen_signing_secret.delete()
 
     def _set_endpoint(self, url: str, by: str, at: str) -> None:
         if not url:
@@ -86,7 +102,7 @@ class WorkflowSettings:
                 name=PropertyName.SIGNING_SECRET,
                 value=None,
                 writeOnly=True,
-                isSet=bool(platform.signing_secret),
+                isSet=platform.signing_secret_set,
             ),
         ]
 
@@ -96,7 +112,9 @@ class WorkflowSettings:
 
     def signing_secret(self) -> str | None:
         """The webhook signing secret the platform admin chose, for the notifier only."""
-        return self.store.get_platform().signing_secret
+        if not self.store.get_platform().signing_secret_set:
+            return None
+        return self.chosen_signing_secret.get()
 
     # ---- enterprise settings ----
     def _contract(self, principal: Principal, cid: str) -> Contract:

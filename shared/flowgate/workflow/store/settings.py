@@ -21,7 +21,7 @@ from flowgate.workflow.store.writes import set_clause
 class PlatformRecord:
     endpoint: str | None = None
     enabled: str = "0"  # "0" or "1", as Abiquo's property is
-    signing_secret: str | None = None
+    signing_secret_set: bool = False  # its value lives in Secrets Manager, never in the table
 
     @property
     def workflow_on(self) -> bool:
@@ -89,7 +89,7 @@ class SettingsStore:
         return PlatformRecord(
             endpoint=str(item["endpoint"]) if item.get("endpoint") else None,
             enabled=str(item.get("enabled", "0")),
-            signing_secret=str(item["signing_secret"]) if item.get("signing_secret") else None,
+            signing_secret_set=bool(item.get("signing_secret_set")),
         )
 
     def set_endpoint(self, url: str, *, by: str, at: str) -> None:
@@ -109,12 +109,13 @@ class SettingsStore:
         condition = "attribute_exists(endpoint)" if on else None
         return self._update({"enabled": "1" if on else "0", **_stamp(by, at)}, [], condition=condition)
 
-    def set_signing_secret(self, secret: str | None, *, by: str, at: str) -> None:
-        """The webhook signing secret the platform admin chose; None goes back to the stack's own."""
-        if secret:
-            self._update({"signing_secret": secret, **_stamp(by, at)}, [])
+    def mark_signing_secret(self, chosen: bool, *, by: str, at: str) -> None:
+        """Whether the platform admin chose a webhook signing secret (kept in Secrets Manager); False
+        goes back to the stack's own. A value an older release stored here is removed either way."""
+        if chosen:
+            self._update({"signing_secret_set": True, **_stamp(by, at)}, ["signing_secret"])
         else:
-            self._update(_stamp(by, at), ["signing_secret"])
+            self._update(_stamp(by, at), ["signing_secret_set", "signing_secret"])
 
     def _update(
         self, sets: Mapping[str, Any], removes: Iterable[str], *, condition: str | None = None, **values: Any
