@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flowgate.observability import logger
+from flowgate.observability import flushing_metrics, logger
 from flowgate.wiring import container
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ def sqs_batch(
         # A batch that failed whole is answered as failures too (not raised), so its retry is shortened.
         processor.raise_on_entire_batch_failure = False
 
+    @flushing_metrics
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         answer = process_partial_response(

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from flowgate.errors import BadRequest, FlowgateError, PayloadTooLarge, Unauthorized, UnsupportedMediaType
-from flowgate.observability import logger
+from flowgate.observability import flushing_metrics, logger
 
 T = TypeVar("T")
 
@@ -88,8 +88,11 @@ def create_app() -> APIGatewayRestResolver:
         headers = (
             {"WWW-Authenticate": 'Bearer realm="flowgate", Basic realm="flowgate"'}
             if isinstance(exc, Unauthorized)
-            else None
+            else {}
         )
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         logger.info("request refused", extra={"status": exc.status, "code": exc.code})
         return error_response(exc.status, exc.code, exc.message, headers)
 
@@ -140,6 +143,7 @@ def entry(
     `text_resources` are the route templates that also take a text/plain body (e.g. a decision message).
     """
 
+    @flushing_metrics
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:

@@ -25,7 +25,7 @@ from flowgate.flows.models import ExecutionStatus, ExecutionType
 from flowgate.flows.ports import ConnectionRun, Connections, TaskDone
 from flowgate.flows.service import ACTIVE, FlowService
 from flowgate.flows.store import FlowStore
-from flowgate.observability import logger
+from flowgate.observability import count, logger
 
 if TYPE_CHECKING:
     from flowgate.config import Settings
@@ -208,6 +208,8 @@ class Runner:
             self.store.record(eid, **{k: v for k, v in fields.items() if k != "message"})
             done = self.store.get_execution(eid)
         if done is not None:
+            if done.get("status") == ExecutionStatus.ERROR:
+                count("ExecutionsFailed")
             self._report_task(done)
 
     def _report_task(self, item: Mapping[str, Any]) -> None:

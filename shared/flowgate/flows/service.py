@@ -24,6 +24,7 @@ from flowgate.flows.models import (
 from flowgate.flows.ports import IsActive, KindOf, Queue, WorkspaceAuthorizer
 from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
 from flowgate.identity.ports import Principal
+from flowgate.observability import count
 
 ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 # Flows may start flows this many levels deep (a guard against runaway recursion).
@@ -250,6 +251,7 @@ class FlowService:
             self.retention.admit(item["workspace_id"], kind)
             item["ttl"] = self.retention.expires_at(item["workspace_id"], kind)
         self.store.create_execution(item)
+        count("ExecutionsStarted")
         return item
 
     # ---- for other contexts, which have decided who may act ----

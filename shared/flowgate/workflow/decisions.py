@@ -19,7 +19,7 @@ from __future__ import annotations
 from flowgate.clock import Clock, epoch_ms
 from flowgate.errors import Conflict, FlowgateError, Gone, NotFound
 from flowgate.identity.ports import Principal
-from flowgate.observability import logger
+from flowgate.observability import count, logger
 from flowgate.workflow import rules
 from flowgate.workflow.common import CHANGE_ATTEMPTS, decision_message, decision_of
 from flowgate.workflow.jobs import TaskJobs
@@ -79,6 +79,7 @@ class Decisions:
             verdict = Verdict(wanted, principal.username, principal.user_id, self._now_ms(), message=text)
             decided = self._leave_queue(record, verdict, attempt.ended(status, outcome))
             if decided is not None:
+                count("ApprovalsContinued" if wanted == Decision.CONTINUE else "ApprovalsCancelled")
                 return DecisionOutcome(status, self._after_decision(decided))
         raise Conflict("the task kept changing while deciding it; retry", code="decision_conflict")
 
@@ -104,6 +105,7 @@ class Decisions:
             )
             decided = self._leave_queue(record, verdict, attempt.ended(200, reason))
             if decided is not None:
+                count("ApprovalsTimedOut")
                 return self._after_decision(decided)
         raise Conflict("the task kept changing while timing it out; retry", code="decision_conflict")
 

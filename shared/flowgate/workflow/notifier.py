@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from flowgate.clock import now
 from flowgate.messages import ApprovalEvent
-from flowgate.observability import logger
+from flowgate.observability import count, logger
 from flowgate.url_guard import OutboundPolicy, guarded_session
 
 DELIVERY_ATTEMPTS = 4
@@ -90,6 +90,7 @@ class Notifier:
         try:
             self._post(endpoint, request_id, body)
         except DeliveryFailed as exc:
+            count("WebhookDeliveryFailures")
             self.tokens.record_delivery(request_id, False, str(exc), receive_count)
             raise
         self.tokens.record_delivery(request_id, True, None, receive_count)

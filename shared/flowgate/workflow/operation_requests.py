@@ -15,7 +15,7 @@ from __future__ import annotations
 from flowgate.clock import Clock, epoch_ms
 from flowgate.errors import BadRequest, Conflict, NotFound
 from flowgate.identity.ports import Principal, WorkspaceAuthorizer
-from flowgate.observability import logger
+from flowgate.observability import count, logger
 from flowgate.workflow import rules
 from flowgate.workflow.common import CHANGE_ATTEMPTS, one_of, operation_of, validated
 from flowgate.workflow.jobs import TaskJobs
@@ -179,6 +179,7 @@ class OperationRequests:
                 for other in tasks:
                     self._unheld(other.id, reason)
                 return [t.task() for t in self.tasks.get_many([t.id for t in tasks])]
+        count("ApprovalsHeld", len(tasks))
         return [t.task() for t in tasks]
 
     def _unheld(self, task_id: str, reason: str) -> None:
