@@ -15,7 +15,7 @@ from flowgate.messages import ExecutionQueued
 from flowgate.observability import logger
 from flowgate.wiring import container
 
-sandbox.harden_current_process()  # scripts must not read this process's credentials from /proc
+sandbox.harden_current_process()  # non-dumpable, and the warm fork server (which never sees a credential)
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,9 @@ def test_the_script_sees_none_of_the_parents_environment(monkeypatch: pytest.Mon
     """
     result = run(script)
     env = result.outputs["env"]
-    assert set(env) <= {"PATH", "LANG", "HOME", "LC_CTYPE"}
+    assert set(env) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
     assert FAKE_SECRET not in str(env)
-    assert env["HOME"] == result.outputs["cwd"]
+    assert env["HOME"] == env["TMPDIR"] == result.outputs["cwd"]
     assert not Path(result.outputs["cwd"]).exists()  # the run directory is removed afterwards
 
 
@@ -215,14 +216,119 @@ def test_a_same_uid_script_cannot_read_a_non_dumpable_process_environ(dumpable: 
         assert seen == "PermissionError"
 
 
-def test_harden_current_process_makes_this_process_non_dumpable() -> None:
+def test_harden_current_process_makes_this_process_non_dumpable_and_starts_the_fork_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_get_dumpable, pr_set_dumpable = 3, 4
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
     try:
         sandbox.harden_current_process()
         assert libc.prctl(pr_get_dumpable, 0, 0, 0, 0) == 0
+        assert sandbox._servers.warming is not None
+        sandbox._servers.warming.join(30)
+        assert sandbox._servers._warm is not None
+        assert sandbox._servers._warm.alive()
+        # this process's own temporary files live where no script can list them
+        assert Path(tempfile.gettempdir()).parent == sandbox._platform().private
     finally:
         libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
+
+
+def server_pid() -> int | None:
+    warm = sandbox._servers._warm
+    return None if warm is None else warm._proc.pid
+
+
+def test_the_fork_server_holds_no_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    sandbox._servers.warm_up()
+    pid = server_pid()
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    assert uid == sandbox.script_uid()
+    if not IS_ROOT:  # same uid, but non-dumpable: closed even to us
+        with pytest.raises(PermissionError):
+            Path(f"/proc/{pid}/environ").read_bytes()
+        return
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert FAKE_SECRET.encode() not in environ
+    assert {item.split(b"=", 1)[0] for item in environ.split(b"\0") if item} == {
+        b"PATH",
+        b"LANG",
+        b"HOME",
+        b"TMPDIR",
+    }
+    assert "\nTracerPid:\t0\n" in status
+
+
+def test_a_run_after_the_fork_server_died_starts_a_new_one() -> None:
+    sandbox._servers.warm_up()
+    old = server_pid()
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: not sandbox._servers._warm.alive())  # type: ignore[union-attr]
+    result = run("def handler(system, this):\n    return this.success('after')\n")
+    assert (result.status, result.message) == ("success", "after")
+    assert server_pid() not in (None, old)
+
+
+def test_while_scripts_run_a_dead_fork_server_is_not_restarted_but_runs_go_on() -> None:
+    """A new server is dumpable for a moment: it starts only while no script of this process runs."""
+    sandbox._servers.warm_up()
+    old = server_pid()
+    assert old is not None
+    waiting, release = threading.Event(), threading.Event()
+
+    def on_call(op: str, args: dict[str, Any]) -> Any:
+        waiting.set()
+        release.wait(30)
+        return []
+
+    first: list[sandbox.ScriptResult] = []
+    thread = threading.Thread(
+        target=lambda: first.append(run("def handler(system, this):\n    system.secret_names()\n", on_call))
+    )
+    thread.start()
+    try:
+        assert waiting.wait(30)
+        os.kill(old, signal.SIGKILL)
+        assert wait_until(lambda: not sandbox._servers._warm.alive())  # type: ignore[union-attr]
+        second = run("def handler(system, this):\n    return this.success('one-shot')\n")
+        assert (second.status, second.message) == ("success", "one-shot")
+        assert server_pid() is None  # served by a server of its own, closed at once
+    finally:
+        release.set()
+        thread.join(30)
+    assert first[0].status == "success"
+    assert run("def handler(system, this):\n    pass\n").status == "success"
+    assert server_pid() not in (None, old)
+
+
+def test_a_keeper_killed_early_still_takes_the_whole_run_with_it() -> None:
+    """Only the kernel's OOM killer could end a keeper early; the fork server then kills what it left."""
+    pids: dict[str, int] = {}
+
+    def on_call(op: str, args: dict[str, Any]) -> Any:
+        pids.update(args["id"])
+        keeper = int(Path(f"/proc/{pids['script']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(keeper, signal.SIGKILL)
+        return {}
+
+    script = """
+        import os, time
+        def handler(system, this):
+            child = os.fork()
+            if child == 0:
+                time.sleep(120)
+                os._exit(0)
+            system.execution({'script': os.getpid(), 'child': child})
+            time.sleep(120)
+    """
+    result = run(script, on_call, limits=sandbox.Limits(wall_seconds=20))
+    assert (result.status, result.message) == ("error", "the flow runtime's keeper ended unexpectedly")
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()))
 
 
 def test_the_script_cannot_import_site_packages_or_the_platform() -> None:
@@ -276,19 +382,11 @@ def test_the_script_cannot_open_sockets_but_may_use_socketpair() -> None:
     ]
 
 
-@pytest.fixture
-def as_non_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The Lambda path: no privileges to drop, so the child runs our own interpreter with our uid."""
-    monkeypatch.setattr(sandbox, "dropping_privileges", lambda: False)
-    sandbox.interpreter.cache_clear()
-    yield
-    sandbox.interpreter.cache_clear()
-
-
-@pytest.mark.usefixtures("as_non_root")
-def test_without_root_our_own_interpreter_still_hides_site_packages_and_environment(
+def test_the_script_runs_the_sandbox_interpreter_without_site_packages_or_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """As root the script runs as uid 65534; otherwise (Lambda, and this file run by test_sandbox_nonroot.py)
+    with our own uid, and our own interpreter where that uid can run it."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
     script = """
         import os, sys
@@ -301,8 +399,8 @@ def test_without_root_our_own_interpreter_still_hides_site_packages_and_environm
     """
     result = run(script)
     assert result.log == ["ModuleNotFoundError"]
-    assert result.outputs["executable"] == sys.executable
-    assert result.outputs["uid"] == os.getuid()
+    assert result.outputs["executable"] == sandbox.interpreter()
+    assert result.outputs["uid"] == sandbox.script_uid() == (65534 if IS_ROOT else os.getuid())
     assert FAKE_SECRET not in str(result.outputs["env"])
 
 
@@ -319,14 +417,20 @@ def test_the_script_runs_confined() -> None:
                 'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0],
                 'core': resource.getrlimit(resource.RLIMIT_CORE)[1],
                 'fsize': resource.getrlimit(resource.RLIMIT_FSIZE)[0],
-                'session_leader': os.getsid(0) == os.getpid(),
+                'nproc': resource.getrlimit(resource.RLIMIT_NPROC),
+                'session_leader': os.getsid(0) == os.getpid() == os.getpgid(0),
+                'dumpable': __import__('ctypes').CDLL(None).prctl(3, 0, 0, 0, 0),
             }
     """
     outputs = run(script, limits=sandbox.Limits(cpu_seconds=7, memory_bytes=200 * 2**20)).outputs
     assert (outputs["no_new_privs"], outputs["seccomp"]) == ("1", "2")  # 2: a filter is installed
     assert (outputs["as"], outputs["cpu"], outputs["core"]) == (200 * 2**20, 7, 0)
     assert outputs["fsize"] == sandbox.FILE_BYTES
+    soft, hard = outputs["nproc"]
+    assert soft == hard
+    assert sandbox.DEFAULT_LIMITS.tasks < soft < 100_000  # the uid's tasks now, plus the allowance
     assert outputs["session_leader"]
+    assert outputs["dumpable"] == 0
     if IS_ROOT:
         assert (outputs["uid"], outputs["gid"], outputs["groups"]) == (65534, 65534, [])
 
@@ -386,6 +490,12 @@ def test_should_cancel_kills_a_running_script() -> None:
     script = "def handler(system, this):\n    system.secret_names()\n    while True:\n        pass\n"
     result = run(script, on_call, should_cancel=lambda: bool(started))
     assert (result.status, result.message, result.outputs) == ("cancelled", None, {})
+
+
+def test_a_run_cancelled_before_it_started_ends_at_once() -> None:
+    for _ in range(5):  # the release may reach the keeper before or after the script process leads its group
+        result = run("def handler(system, this):\n    pass\n", should_cancel=lambda: True)
+        assert (result.status, result.message) == ("cancelled", None)
 
 
 def test_cancellation_is_checked_before_each_request() -> None:
@@ -522,15 +632,20 @@ def test_a_flowgate_error_keeps_its_message_for_the_script() -> None:
 
 
 def test_the_run_directory_is_removed_even_when_the_script_locks_it() -> None:
+    """A script cannot chmod (seccomp), but it can create directories without permissions."""
     script = """
         import os
         def handler(system, this):
             os.makedirs('a/b')
             open('a/b/file', 'w').write('data')
-            os.chmod('a/b', 0)
-            os.chmod('a', 0)
+            os.mkdir('a/b/locked', 0)
+            os.mkdir('a/closed', 0)
+            try:
+                os.chmod('a', 0)
+            except PermissionError:
+                this.log('chmod refused')
             return {'cwd': os.getcwd()}
     """
     result = run(script)
-    assert result.status == "success"
-    assert not Path(result.outputs["cwd"]).parent.exists()
+    assert (result.status, result.log) == ("success", ["chmod refused"])
+    assert not Path(result.outputs["cwd"]).exists()

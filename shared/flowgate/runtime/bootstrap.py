@@ -1,9 +1,10 @@
 """Entry point of the sandboxed flow-script process (the child side of `flowgate.sandbox`).
 
-The parent runs `python -I -S -B bootstrap.py` with a minimal environment (no credentials), a fresh working
-directory and, when the parent is root, uid/gid 65534. This file is trusted code until it compiles the
-script: first it confines itself (resource limits, PR_SET_NO_NEW_PRIVS, no sockets), then it runs the script's
-`handler(system, this[, inputs])` and sends the result.
+`forkserver.py` forks this process for each run, with a minimal environment (no credentials), a fresh
+private working directory, its own session and, when the parent is root, uid/gid 65534, and calls `main()`.
+This file is trusted code until it compiles the script: first it confines itself (resource limits, a cap
+on new processes and threads, non-dumpable, PR_SET_NO_NEW_PRIVS, the seccomp filter of `seccomp.py`), then
+it runs the script's `handler(system, this[, inputs])` and sends the result.
 
 The channel is newline-delimited JSON over the original stdin/stdout, which this module keeps to itself: fd 0
 becomes /dev/null, fd 1 the stderr pipe, and `sys.stdout`/`sys.stderr` turn `print()` into log lines, so
@@ -26,11 +27,14 @@ import traceback
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 if TYPE_CHECKING:
-    from flowgate.runtime import flow_api
+    from flowgate.runtime import flow_api, seccomp
 else:
     # `-I` leaves the script's own directory off sys.path; flow_api sits beside this file.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if _here not in sys.path:
+        sys.path.insert(0, _here)
     import flow_api
+    import seccomp
 
 SCRIPT_FILENAME = "<flow script>"
 # Exit codes the parent interprets; keep in step with flowgate/sandbox.py.
@@ -38,11 +42,8 @@ EXIT_OUT_OF_MEMORY = 3
 EXIT_CHANNEL_LOST = 4
 # How many of the script's innermost frames a traceback shows in the log.
 TRACEBACK_FRAMES = 10
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# Per machine: the seccomp audit arch, and the numbers of socket() and io_uring_setup() (io_uring can open
-# sockets too). Lambda runs x86_64 and arm64.
-SECCOMP_ARCHES = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
 
 
 def _channel_lost() -> NoReturn:
@@ -163,13 +164,40 @@ def _lower_limit(which: int, value: int, *, hard_slack: int = 0) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
+def count_tasks(uid: int) -> int:
+    """The processes and threads of real uid `uid` now: what RLIMIT_NPROC counts (per uid, not per process).
+    A process that ends while it is read is simply not counted."""
+    tasks = 0
+    owner = b"\nUid:\t%d\t" % uid
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/status", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            status = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if owner in status:
+            start = status.find(b"\nThreads:")
+            tasks += int(status[start + 9 : status.index(b"\n", start + 1)]) if start >= 0 else 1
+    return tasks
+
+
 def confine(limits: dict[str, int]) -> None:
     """Apply the limits to this process before any script code runs; any failure aborts the run.
 
     RLIMIT_CPU's hard limit is one second above the soft one: the soft limit's SIGXCPU ends the process
     with a signal the parent reports as the CPU limit, the hard one's SIGKILL catches a script that
-    ignores SIGXCPU. NO_NEW_PRIVS keeps setuid programs from giving a script back any privilege (and lets
-    an unprivileged process install the seccomp filter).
+    ignores SIGXCPU. RLIMIT_NPROC counts every process and thread of the uid (on Lambda: the runner's
+    threads, the fork server and every script), so it is set to what exists now plus the script's
+    allowance (`tasks`): the script can add that many and no more, and never starve the runner. Non-dumpable
+    keeps this process's memory and /proc files from other processes of the uid. NO_NEW_PRIVS keeps setuid
+    programs from giving a script back any privilege (and lets an unprivileged process install the filter).
     """
     import ctypes
     import resource
@@ -179,54 +207,14 @@ def confine(limits: dict[str, int]) -> None:
     _lower_limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
     _lower_limit(resource.RLIMIT_CPU, limits["cpu_seconds"], hard_slack=1)
     _lower_limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    _lower_limit(resource.RLIMIT_NPROC, count_tasks(os.getuid()) + limits["tasks"])
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    _deny_sockets(libc)
-
-
-def _deny_sockets(libc: Any) -> None:
-    """Install a seccomp filter under which socket() and io_uring_setup() fail with EACCES.
-
-    A script reaches the outside world through connectors, whose URLs pass the platform's outbound guard,
-    and platform data only through the channel. Without this it could open connections itself: to the
-    local stack's moto server (which takes any credentials), to the Lambda Runtime API on loopback, or to
-    any address the guard refuses. socketpair() stays allowed: it reaches nothing outside the process.
-    Syscalls of a foreign ABI (i386 or x32 on x86_64) would bypass the numbers checked, so they kill.
-    """
-    import ctypes
-    import errno
-
-    arch, nr_socket, nr_io_uring_setup = SECCOMP_ARCHES[os.uname().machine]
-    load, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, ..|JGE|K, BPF_RET|K
-    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | errno.EACCES
-    program = [
-        (load, 0, 0, 4),  # seccomp_data.arch
-        (jump_eq, 1, 0, arch),
-        (ret, 0, 0, kill),
-        (load, 0, 0, 0),  # seccomp_data.nr
-        (jump_ge, 0, 1, 0x40000000),  # the x32 ABI's numbers
-        (ret, 0, 0, kill),
-        (jump_eq, 2, 0, nr_socket),
-        (jump_eq, 1, 0, nr_io_uring_setup),
-        (ret, 0, 0, allow),
-        (ret, 0, 0, deny),
-    ]
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [
-            ("code", ctypes.c_ushort),
-            ("jt", ctypes.c_ubyte),
-            ("jf", ctypes.c_ubyte),
-            ("k", ctypes.c_uint),
-        ]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
-    filters = (SockFilter * len(program))(*(SockFilter(*instruction) for instruction in program))
-    fprog = SockFprog(len(program), filters)
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+    if os.getpgid(0) != os.getpid():
+        raise OSError(0, "the flow script's process must lead its own process group")
+    seccomp.install(libc, os.getpid())
 
 
 def _describe(exc: BaseException) -> str:
