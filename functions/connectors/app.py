@@ -12,8 +12,8 @@ from aws_lambda_powertools.event_handler import Response
 
 from flowgate.connectors.models import Connector, PutConnectorRequest, PutSecretRequest, SecretInfo
 from flowgate.flows.models import Execution, RunConnectorRequest
-from flowgate.handlers import caller
 from flowgate.http import API_ROOT, Cursor, Limit, Listing, accepted, create_app, created, entry
+from flowgate.rest import caller
 from flowgate.wiring import container
 
 app = create_app()

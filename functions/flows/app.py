@@ -5,11 +5,9 @@ Thin by design: parse (pydantic, via the resolver), authenticate, call the flows
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.event_handler import Response
 
-from flowgate.activation.models import FlowActivation, MessageStatus, QueuedMessage, StopRecord
+from flowgate.activation.models import FlowActivation, MessageBody, MessageStatus, QueuedMessage, StopRecord
 from flowgate.flows.models import (
     Execution,
     ExecutionSummary,
@@ -19,9 +17,9 @@ from flowgate.flows.models import (
     PutFlowRequest,
     StartExecutionRequest,
 )
-from flowgate.handlers import caller as principal_of
 from flowgate.http import API_ROOT, Cursor, Limit, Listing, accepted, create_app, created, entry
 from flowgate.identity.ports import Principal
+from flowgate.rest import caller as principal_of
 from flowgate.wiring import container
 
 app = create_app()
@@ -77,7 +75,7 @@ def deactivate_flow(ws: str, name: str) -> FlowActivation:
 
 
 @app.post(f"{WS}/flows/<name>/messages", tags=["active flows"])
-def post_message(ws: str, name: str, body: dict[str, Any]) -> Response[QueuedMessage]:
+def post_message(ws: str, name: str, body: MessageBody) -> Response[QueuedMessage]:
     message = container().activation.post_message(caller(), ws, name, body)
     return accepted(message, f"{API_ROOT}/workspaces/{ws}/flows/{name}/messages/{message.id}")
 

@@ -12,7 +12,6 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from flowgate import cfn
-from flowgate.handlers import caller as principal_of
 from flowgate.http import (
     API_ROOT,
     Cursor,
@@ -43,7 +42,7 @@ from flowgate.identity.models import (
     Workspace,
     WorkspaceAccess,
 )
-from flowgate.identity.store import token_from
+from flowgate.rest import caller as principal_of
 from flowgate.wiring import container
 
 app = create_app()
@@ -68,7 +67,8 @@ def openapi() -> Response[str]:
 
 @app.post(f"{API_ROOT}/auth/login", tags=["auth"])
 def login(body: LoginRequest) -> LoginResponse:
-    issued = container().authenticator.login(body.username, body.password)
+    identity = (app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+    issued = container().authenticator.login(body.username, body.password, identity.get("sourceIp"))
     return LoginResponse(token=issued.token, expires_at=issued.expires_at)
 
 
@@ -89,6 +89,8 @@ def create_api_token(body: CreateApiTokenRequest) -> Response[IssuedToken]:
 @app.get(f"{API_ROOT}/auth/tokens", tags=["auth"])
 def list_api_tokens(limit: Limit = 50, cursor: Cursor = None) -> Listing[ApiToken]:
     page = container().authenticator.list_api_tokens(caller(), limit, cursor)
+    from flowgate.identity.store import token_from  # the store (and the table adapter) load on use
+
     return Listing(items=[token_from(i) for i in page.items], next=page.next)
 
 

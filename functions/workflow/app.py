@@ -16,9 +16,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from pydantic import BaseModel, ValidationError
 
 from flowgate.errors import BadRequest
-from flowgate.handlers import caller as principal_of
 from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry, invalid_body
 from flowgate.identity.ports import Principal
+from flowgate.rest import caller as principal_of
 from flowgate.wiring import container
 from flowgate.workflow.models import (
     AuditRecord,

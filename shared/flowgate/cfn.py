@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +39,8 @@ def handle(event: Mapping[str, Any], action: Callable[[Mapping[str, Any]], None]
     url = str(event["ResponseURL"])
     if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise ValueError("unexpected ResponseURL scheme")
+    import urllib.request  # only the custom resource's answer needs it; REST requests never do
+
     request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": ""})  # noqa: S310
     with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (scheme checked above)
         answer.read()

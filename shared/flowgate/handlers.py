@@ -1,7 +1,9 @@
-"""What every Lambda function's entry module shares: who is calling, and the SQS batch entry point.
+"""The SQS entry point every queue function shares: powertools' batch processing with partial failures.
 
-This sits above the composition root (it reaches services through `flowgate.wiring`); the functions
-under `functions/` are the only modules above it.
+Import it before anything that loads pydantic (the SQS functions import it first, and `handlers`
+sorts before `messages`): powertools' batch types import every parser event model (kafka, kinesis,
+...) when pydantic is already loaded, ~30 ms of cold start for nothing. A test keeps it so.
+REST functions use `flowgate.rest` instead and never load this module.
 """
 
 from __future__ import annotations
@@ -9,28 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+
 from flowgate.observability import flushing_metrics, logger
-from flowgate.wiring import container
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
 
-    from flowgate.identity.ports import Principal
-
 SqsHandler = Callable[[dict[str, Any], "LambdaContext"], "PartialItemFailureResponse"]
-
-
-def caller(app: APIGatewayRestResolver) -> Principal:
-    """The principal behind the current request's Authorization header (Bearer or Basic); HTTP Basic's
-    password attempts are throttled by the caller's address, API Gateway's `identity.sourceIp`."""
-    identity = (app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
-    return container().authenticator.authenticate(
-        app.current_event.headers.get("authorization"), identity.get("sourceIp")
-    )
 
 
 # Seconds until the n-th failed delivery of a message comes back (n = its receive count).
@@ -58,16 +54,7 @@ def sqs_batch(
     With `retry_delay` (and the queue's `queue_url`), the failed records come back after that delay
     instead of the queue's visibility timeout (which must cover the function's timeout, so it is long):
     a failing message of a FIFO group then holds its group seconds, not a quarter of an hour, and after
-    the queue's maxReceiveCount it still goes to the dead-letter queue.
-
-    powertools' batch utilities load here, not when the module is imported: REST functions never pay
-    for them (~40 ms of cold start)."""
-    from aws_lambda_powertools.utilities.batch import (
-        BatchProcessor,
-        EventType,
-        SqsFifoPartialProcessor,
-        process_partial_response,
-    )
+    the queue's maxReceiveCount it still goes to the dead-letter queue."""
 
     processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(event_type=EventType.SQS)
     if retry_delay is not None:

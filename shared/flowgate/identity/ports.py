@@ -6,10 +6,12 @@ the identity service, which implements these protocols.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from flowgate.db import Write
 from flowgate.identity.entities import Contract, Member, Principal, Privilege, Role, Workspace, WorkspaceKind
+
+if TYPE_CHECKING:
+    from flowgate.db import Write
 
 __all__ = [
     "Contract",
