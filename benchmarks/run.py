@@ -55,6 +55,7 @@ def _registry() -> dict[str, Benchmark]:
         enforcer_calls,
         executions,
         import_time,
+        login_throttle,
         message_rate,
         pending_tasks,
         runtime_overhead,
@@ -69,6 +70,7 @@ def _registry() -> dict[str, Benchmark]:
         "pending_tasks": pending_tasks.run,
         "enforcer_calls": enforcer_calls.run,
         "message_rate": message_rate.run,
+        "login_throttle": login_throttle.run,
     }
 
 

@@ -50,3 +50,13 @@ class PayloadTooLarge(FlowgateError):
 
 class UnsupportedMediaType(FlowgateError):
     status, code = 415, "unsupported_media_type"
+
+
+class TooManyRequests(FlowgateError):
+    """429; `retry_after` (whole seconds) becomes the `Retry-After` header."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))

@@ -85,9 +85,16 @@ class Container:
 
     @cached_property
     def authenticator(self) -> Authenticator:
+        """Logins, tokens, HTTP Basic; password attempts throttled per account and per source in the
+        table (flowgate.identity.throttle, its default limits), so the limits hold across containers."""
         from flowgate.identity.auth import Authenticator
+        from flowgate.identity.throttle import LoginThrottle
 
-        return Authenticator(self.identity_store, self.settings.token_ttl_seconds)
+        return Authenticator(
+            self.identity_store,
+            self.settings.token_ttl_seconds,
+            throttle=LoginThrottle(self.identity_store),
+        )
 
     @cached_property
     def identity(self) -> IdentityService:

@@ -1,20 +1,33 @@
 """The HTTP Basic cache of the Authenticator: a repeated header inside the TTL costs no read and no Argon2id
-verify; failures are never cached; the identity store's own writes of a member take effect at once."""
+verify; failures are never cached; the identity store's own writes of a member take effect at once. And
+how it meets the login throttle: a header that has to verify a password is an attempt like a login (counted,
+refused while locked, before any verify), a cache hit verifies nothing and is neither.
+
+The table and the store's throttle writes are in memory here; tests/handler/test_login_throttle.py runs the
+real ones against moto."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from flowgate import passwords
 from flowgate.db import Item, StaleVersion, Table, Write
-from flowgate.errors import Unauthorized
+from flowgate.errors import TooManyRequests, Unauthorized
 from flowgate.identity.auth import Authenticator
 from flowgate.identity.models import Role
-from flowgate.identity.store import IdentityStore, user_key, username_key
+from flowgate.identity.store import (
+    Counter,
+    IdentityStore,
+    account_throttle_key,
+    user_key,
+    username_key,
+)
+from flowgate.identity.throttle import LoginThrottle
 
 TTL = 30.0
 
@@ -27,11 +40,20 @@ class FakeTable(Table):
         super().__init__("fake-table")
         self.items: dict[tuple[str, str], Item] = {}
         self.reads = 0
+        self.writes = 0
 
     def get(self, pk: str, sk: str) -> Item | None:
         self.reads += 1
         item = self.items.get((pk, sk))
         return dict(item) if item is not None else None
+
+    def batch_get(self, keys: Sequence[tuple[str, str]]) -> list[Item]:
+        self.reads += 1
+        return [{"PK": pk, "SK": sk, **self.items[(pk, sk)]} for pk, sk in keys if (pk, sk) in self.items]
+
+    def put(self, item: Mapping[str, Any], *, condition: str | None = None, conflict: str = "") -> None:
+        self.writes += 1
+        self.items[(item["PK"], item["SK"])] = dict(item)
 
     def transact(self, writes: Sequence[Write]) -> None:
         for w in writes:
@@ -54,12 +76,63 @@ class FakeTable(Table):
                     current[attr] = value
 
 
+class FakeStore(IdentityStore):
+    """The identity store with its throttle writes (L2-L5 of docs/access-patterns.md) applied in memory,
+    as their conditions make DynamoDB apply them; each one counts as a write of the table."""
+
+    table: FakeTable
+
+    def _counter(self, key: Mapping[str, str]) -> Item:
+        return self.table.items.setdefault((key["PK"], key["SK"]), {})
+
+    def count_failure(
+        self, key: Mapping[str, str], *, now: int, resets_at: int, slide: bool, fresh: bool
+    ) -> Counter | None:
+        self.table.writes += 1
+        item = self._counter(key)
+        if Counter.of(item).live(now):
+            item["failures"] += 1
+            if slide:
+                item["resets_at"] = resets_at
+        else:
+            item.update(failures=1, resets_at=resets_at, locked_until=0, locks=0)
+        return Counter.of(item)
+
+    def lock(self, key: Mapping[str, str], *, level: int, until: int, resets_at: int) -> bool:
+        self.table.writes += 1
+        item = self._counter(key)
+        if item.get("locks", 0) >= level:
+            return False
+        item.update(locked_until=until, locks=level, resets_at=resets_at)
+        return True
+
+    def put_lockout(self, audit: Item) -> None:
+        self.table.writes += 1
+        self.table.items[("AUDIT#LOGIN", str(audit["id"]))] = dict(audit)
+
+    def reset_account(self, subject: str, *, now: int) -> None:
+        self.table.writes += 1
+        item = self._counter(account_throttle_key(subject))
+        if item.get("locked_until", 0) <= now:
+            item.update(failures=0, locks=0, locked_until=0, resets_at=now)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
+
+
+class WallClock:
+    """The throttle's clock: a settable UTC time."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.at
 
 
 class Verifications:
@@ -91,7 +164,7 @@ def table() -> FakeTable:
 
 @pytest.fixture
 def store(table: FakeTable) -> IdentityStore:
-    return IdentityStore(table)
+    return FakeStore(table)
 
 
 @pytest.fixture
@@ -100,8 +173,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def authenticator(store: IdentityStore, clock: Clock) -> Authenticator:
-    return Authenticator(store, 3600, basic_cache_ttl_seconds=TTL, clock=clock)
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def authenticator(store: IdentityStore, clock: Clock, wall: WallClock) -> Authenticator:
+    return Authenticator(
+        store, 3600, basic_cache_ttl_seconds=TTL, clock=clock, throttle=LoginThrottle(store, clock=wall)
+    )
 
 
 def add_member(table: FakeTable, username: str, password: str, **extra: Any) -> Item:
@@ -424,3 +504,93 @@ def test_revalidation_verifies_again_after_a_version_bump(
     stored.update(role=Role.ORG_ADMIN.value, version=2)
     assert authenticator.authenticate(header).role == Role.ORG_ADMIN
     assert verifications.count == 2
+
+
+# ---- the login throttle: Basic attempts count, cache hits do not --------------------------------
+
+
+def test_wrong_basic_passwords_lock_the_account_before_any_further_verify(
+    authenticator: Authenticator, table: FakeTable, verifications: Verifications, wall: WallClock
+):
+    # Given a member, and five wrong passwords sent with HTTP Basic from one address
+    add_member(table, "approver", "approver-password")
+    for _ in range(5):
+        with pytest.raises(Unauthorized):
+            authenticator.authenticate(basic("approver", "not-the-password"), "198.51.100.7")
+    assert verifications.count == 5
+    # When more come, the right password among them, from anywhere
+    reads = table.reads
+    for header, source in [
+        (basic("approver", "another-guess-1"), "198.51.100.7"),
+        (basic("approver", "approver-password"), "203.0.113.9"),
+        (basic("APPROVER", "approver-password"), None),
+    ]:
+        with pytest.raises(TooManyRequests) as refused:
+            authenticator.authenticate(header, source)
+        # Then each is refused with the time to wait, after one read and without verifying a thing
+        assert refused.value.code == "too_many_attempts"
+        assert refused.value.retry_after == 60
+    assert verifications.count == 5
+    assert table.reads == reads + 3
+    # and once the lock is over, the right password works again
+    wall.at += dt.timedelta(seconds=60)
+    assert authenticator.authenticate(basic("approver", "approver-password"), "203.0.113.9").username == (
+        "approver"
+    )
+
+
+def test_a_cached_header_is_not_throttled_while_the_account_is_locked(
+    authenticator: Authenticator, table: FakeTable, verifications: Verifications
+):
+    # Given a member whose header is cached, and then an attacker who locks their account
+    add_member(table, "approver", "approver-password")
+    header = basic("approver", "approver-password")
+    authenticator.authenticate(header, "203.0.113.9")
+    for _ in range(5):
+        with pytest.raises(Unauthorized):
+            authenticator.authenticate(basic("approver", "a-wrong-guess"), "198.51.100.7")
+    with pytest.raises(TooManyRequests):
+        authenticator.authenticate(basic("approver", "a-wrong-guess"), "198.51.100.7")
+    # When the member's own tool sends its header again inside the cache's TTL
+    reads = table.reads
+    principal = authenticator.authenticate(header, "203.0.113.9")
+    # Then it is served from the cache (it tests no password): no read, no verify, no refusal
+    assert principal.username == "approver"
+    assert table.reads == reads
+    assert verifications.count == 6
+
+
+def test_an_unknown_user_costs_what_a_wrong_password_costs(
+    authenticator: Authenticator, table: FakeTable, verifications: Verifications
+):
+    # Given a member, and the cost of one wrong password for them and of one for a username nobody has
+    # (after the very first unknown username of the table, which stores the decoy it is checked against)
+    add_member(table, "approver", "approver-password")
+    with pytest.raises(Unauthorized):
+        authenticator.authenticate(basic("first-unknown", "not-the-password"), "198.51.100.7")
+    costs = []
+    for username in ("approver", "nobody-here"):
+        before = (table.reads, table.writes, verifications.count)
+        with pytest.raises(Unauthorized) as refused:
+            authenticator.authenticate(basic(username, "not-the-password"), "198.51.100.7")
+        after = (table.reads, table.writes, verifications.count)
+        costs.append(([b - a for a, b in zip(before, after, strict=True)], refused.value.message))
+    # Then both made the same reads, writes and Argon2id verifies, and said the same
+    assert costs[0] == costs[1]
+    assert costs[0][0] == [2, 2, 1]  # marker + counters, member (or decoy); account + source; one verify
+
+
+def test_a_success_forgets_the_accounts_failures(
+    authenticator: Authenticator, table: FakeTable, verifications: Verifications
+):
+    add_member(table, "approver", "approver-password")
+    for _ in range(4):
+        with pytest.raises(Unauthorized):
+            authenticator.authenticate(basic("approver", "not-the-password"), "198.51.100.7")
+    authenticator.authenticate(basic("approver", "approver-password"), "198.51.100.7")
+    # four more failures do not lock: the streak started again at the success
+    for _ in range(4):
+        with pytest.raises(Unauthorized):
+            authenticator.authenticate(basic("approver", "not-the-password-2"), "198.51.100.7")
+    authenticator.forget("id-approver")
+    assert authenticator.authenticate(basic("approver", "approver-password"), "198.51.100.7")

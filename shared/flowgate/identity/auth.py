@@ -4,6 +4,13 @@ Tokens are 256-bit random strings; only their SHA-256 is stored, so a table read
 
 HTTP Basic, which workflow tools send on every call, would cost an Argon2id verify (~30 ms) and two reads
 each time; `BasicCache` keeps the verified ones for a short while (see its docstring for the guarantees).
+
+Every password attempt (a login, an HTTP Basic header not in the cache) goes through `LoginThrottle`
+(flowgate.identity.throttle): refused with 429 before any verify while its account or source is locked,
+and counted when it fails. An unknown username, a disabled member and a wrong password take the same
+path: the same reads (the marker and counters, then a member: when there is none, a decoy item of a
+member's shape whose Argon2id hash has the current parameters), one verify of the same cost, the same
+writes, the same 401. The decoy is written once per table, by the first unknown username's attempt.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from datetime import timedelta
 from flowgate import passwords
 from flowgate.clock import iso, now
 from flowgate.db import Item, Page
-from flowgate.errors import NotFound, Unauthorized
+from flowgate.errors import Forbidden, NotFound, Unauthorized
 from flowgate.identity.models import IssuedToken, Principal, Privilege, Role
 from flowgate.identity.store import IdentityStore, token_from
+from flowgate.identity.throttle import LoginThrottle
 
 TOKEN_PREFIX = "fgt_"  # noqa: S105 - a public prefix, not a secret; it makes leaked tokens easy to find with secret scanners
 SESSION, API = "session", "api"
@@ -146,7 +154,9 @@ class BasicCache:
 class Authenticator:
     """Logins, tokens and the principal behind a request. Verified HTTP Basic credentials are reused from
     a `BasicCache` for `basic_cache_ttl_seconds` (30 s): a repeated header costs no AWS call and no
-    Argon2id verify; the store's writes of a member forget them at once in this container."""
+    Argon2id verify; the store's writes of a member forget them at once in this container. Every attempt
+    that verifies a password is throttled by `throttle` (by default a `LoginThrottle` on `store` with its
+    default limits); a cache hit verifies nothing, so it is neither throttled nor counted."""
 
     def __init__(
         self,
@@ -157,6 +167,7 @@ class Authenticator:
         basic_cache_size: int = BASIC_CACHE_SIZE,
         basic_revalidate: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         """`basic_cache_ttl_seconds` <= 0 turns the Basic cache off. With `basic_revalidate`, a cache hit
         still reads the member (one GetItem, no Argon2id) and is used only while the member's version is
@@ -165,6 +176,7 @@ class Authenticator:
         self.token_ttl = timedelta(seconds=token_ttl_seconds)
         self.basic_cache = BasicCache(basic_cache_ttl_seconds, basic_cache_size, clock)
         self.basic_revalidate = basic_revalidate
+        self.throttle = throttle if throttle is not None else LoginThrottle(store)
         store.on_user_changed(self.forget)
 
     def forget(self, user_id: str) -> None:
@@ -173,20 +185,56 @@ class Authenticator:
         self.basic_cache.forget(user_id)
 
     # ---- credentials ----
-    def check_password(self, username: str, password: str) -> Item:
-        """The user whose password this is; the same 401 for unknown users and wrong passwords."""
-        uid = self.store.find_user_id(username)
-        user = self.store.get_user(uid) if uid else None
-        if user is None or user.get("disabled"):
+    def check_password(self, username: str, password: str, source_ip: str | None = None) -> Item:
+        """The user whose password this is. The same 401, after the same work, for an unknown username, a
+        disabled member and a wrong password; 429 `too_many_attempts` before any verify while the username
+        or the source (`source_ip`, the caller's address; None: not known, only the account is throttled)
+        is locked."""
+        attempt = self.throttle.begin(username, source_ip)
+        user = self.store.get_user(attempt.user_id) if attempt.user_id else self._decoy()
+        stored = user.get("password_hash") if user is not None else None
+        if stored:
+            verified = passwords.verify_password(password, str(stored))
+        else:
             passwords.burn_time(password)
+            verified = False
+        if not verified or attempt.user_id is None or user is None or user.get("disabled"):
+            self.throttle.failed(attempt)
             raise Unauthorized("invalid username or password", code="invalid_credentials")
-        if not passwords.verify_password(password, str(user["password_hash"])):
-            raise Unauthorized("invalid username or password", code="invalid_credentials")
+        self.throttle.succeeded(attempt)
         return user
 
-    def login(self, username: str, password: str) -> IssuedToken:
-        user = self.check_password(username, password)
+    def _decoy(self) -> Item:
+        """The member an unknown username is checked against: read like a member (one GetItem), disabled,
+        with no username marker and no index keys, so nothing can ever log in as it or list it."""
+        stored = self.store.get_login_decoy()
+        if stored is not None:
+            return stored
+        placeholder = str(uuid.uuid4())
+        return self.store.put_login_decoy(
+            {
+                "id": placeholder,
+                "username": "decoy-" + placeholder[:8],
+                "contract_id": placeholder,
+                "role": Role.MEMBER.value,
+                "privileges": [],
+                "password_hash": passwords.hash_password(secrets.token_urlsafe(32)),
+                "created_at": iso(now()),
+                "version": 1,
+                "disabled": True,
+                "padding": "CONTRACT#" + placeholder + "#MEMBERS",  # the size of a member's index keys
+            }
+        )
+
+    def login(self, username: str, password: str, source_ip: str | None = None) -> IssuedToken:
+        user = self.check_password(username, password, source_ip)
         return self._issue(user, SESSION, name="login", lifetime=self.token_ttl)
+
+    def lockouts(self, principal: Principal, day: str, limit: int, cursor: str | None) -> Page:
+        """The lockouts of one day (`YYYY-MM-DD`, UTC), for the platform admin only."""
+        if not principal.platform_admin:
+            raise Forbidden("only the platform admin may read the lockout audit")
+        return self.throttle.lockouts(day, limit, cursor)
 
     def create_api_token(self, principal: Principal, name: str, days: int | None) -> IssuedToken:
         user = self.store.get_user(principal.user_id)
@@ -216,8 +264,9 @@ class Authenticator:
         return IssuedToken(token=token, expires_at=item.get("expires_at"), id=token_id, name=name)
 
     # ---- requests ----
-    def authenticate(self, authorization: str | None) -> Principal:
-        """The principal behind an `Authorization` header (Bearer token or HTTP Basic)."""
+    def authenticate(self, authorization: str | None, source_ip: str | None = None) -> Principal:
+        """The principal behind an `Authorization` header (Bearer token or HTTP Basic); `source_ip` is the
+        caller's address, which HTTP Basic's password attempts are throttled by."""
         if not authorization:
             raise Unauthorized(
                 "authentication required: send 'Authorization: Bearer <token>'", code="missing_credentials"
@@ -227,12 +276,12 @@ class Authenticator:
         if scheme.lower() == "bearer" and credentials:
             return principal_of(self._user_of_token(credentials))
         if scheme.lower() == "basic" and credentials:
-            return self._basic(authorization, credentials)
+            return self._basic(authorization, credentials, source_ip)
         raise Unauthorized(
             "unsupported Authorization scheme; use Bearer or Basic", code="invalid_credentials"
         )
 
-    def _basic(self, authorization: str, credentials: str) -> Principal:
+    def _basic(self, authorization: str, credentials: str, source_ip: str | None) -> Principal:
         cache = self.basic_cache
         key = cache.key(authorization) if cache.enabled else b""
         hit = cache.get(key) if cache.enabled else None
@@ -242,7 +291,7 @@ class Authenticator:
             cache.drop(key)
         epoch = cache.epoch  # read before the member is, so a write in between is noticed
         username, password = _decode_basic(credentials)
-        user = self.check_password(username, password)
+        user = self.check_password(username, password, source_ip)
         principal = principal_of(user)
         if cache.enabled:
             cache.put(key, user, principal, epoch)

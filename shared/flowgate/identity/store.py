@@ -3,10 +3,14 @@ docs/access-patterns.md lists every item and access pattern."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flowgate.db import Item, Page, Table, Write, versioned_update
+from flowgate.errors import Conflict
 from flowgate.identity.models import (
     ApiToken,
     Contract,
@@ -53,6 +57,85 @@ def access_key(wsid: str, uid: str) -> dict[str, str]:
 
 def token_key(token_hash: str) -> dict[str, str]:
     return {"PK": f"TOKEN#{token_hash}", "SK": META}
+
+
+# ---- login throttling -----------------------------------------------------------------------------
+
+COUNTER = "COUNTER"
+# What a stored username can be (models.Username); anything else names nobody.
+_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{3,64}$")
+# Read in place of the member when a username names nobody, so that an unknown username costs what a
+# known one does: the same reads, an item of a member's size, an Argon2id hash of the same cost.
+LOGIN_DECOY_KEY = {"PK": "DECOY#LOGIN", "SK": META}
+
+
+def login_subject(username: str) -> str:
+    """The account part of the throttle and marker keys of a login attempt: the lowercased username, or,
+    for a name no user can have (wrong characters, too long: HTTP Basic sends anything), `~` and a digest
+    of it, so that a key never outgrows DynamoDB's limits nor holds what was sent."""
+    if _USERNAME.match(username):
+        return username.lower()
+    return "~" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def account_throttle_key(subject: str) -> dict[str, str]:
+    return {"PK": f"THROTTLE#user#{subject}", "SK": COUNTER}
+
+
+def source_throttle_key(source: str) -> dict[str, str]:
+    return {"PK": f"THROTTLE#ip#{source}", "SK": COUNTER}
+
+
+def lockout_audit_key(day: str, at: str, audit_id: str) -> dict[str, str]:
+    """`day` is `YYYY-MM-DD` (UTC), `at` an ISO-8601 time with milliseconds: a day's lockouts sort by time."""
+    return {"PK": f"AUDIT#LOGIN#{day}", "SK": f"{at}#{audit_id}"}
+
+
+@dataclass(frozen=True)
+class Counter:
+    """Failed attempts counted under one throttle key (an account or a source). Times are epoch seconds;
+    the counter counts from `resets_at` on as if it did not exist (DynamoDB's TTL removes it later)."""
+
+    failures: int = 0
+    resets_at: int = 0
+    locked_until: int = 0
+    locks: int = 0
+
+    @classmethod
+    def of(cls, item: Item | None) -> Counter:
+        if item is None:
+            return cls()
+        return cls(
+            failures=int(item.get("failures", 0)),
+            resets_at=int(item.get("resets_at", 0)),
+            locked_until=int(item.get("locked_until", 0)),
+            locks=int(item.get("locks", 0)),
+        )
+
+    def live(self, now: int) -> bool:
+        """Still counting (or locked) at `now`."""
+        return self.resets_at > now or self.locked_until > now
+
+
+# Attribute names of a counter as expressions name them (some are DynamoDB reserved words).
+_COUNTER_NAMES = {"#resets": "resets_at", "#until": "locked_until", "#locks": "locks", "#ttl": "ttl"}
+
+
+@dataclass(frozen=True)
+class _Update:
+    expression: str
+    condition: str
+    names: dict[str, str]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoginLookup:
+    """What one read tells of a login attempt: the user the username names, and both counters."""
+
+    user_id: str | None
+    account: Counter
+    source: Counter | None  # None when the attempt's source is not known
 
 
 def _not_exists() -> str:
@@ -189,6 +272,103 @@ class IdentityStore:
     def find_user_id(self, username: str) -> str | None:
         item = self._get(username_key(username))
         return item["user_id"] if item else None
+
+    # ---- login throttling (docs/access-patterns.md, L1-L6) ----
+    def login_lookup(self, subject: str, source: str | None) -> LoginLookup:
+        """L1: the username marker and the account and source counters of an attempt, in one BatchGetItem."""
+        marker, account = username_key(subject), account_throttle_key(subject)
+        keys = [marker, account] + ([source_throttle_key(source)] if source is not None else [])
+        found = {(i["PK"], i["SK"]): i for i in self.table.batch_get([(k["PK"], k["SK"]) for k in keys])}
+
+        def item(key: Mapping[str, str]) -> Item | None:
+            return found.get((key["PK"], key["SK"]))
+
+        marker_item = item(marker)
+        return LoginLookup(
+            user_id=str(marker_item["user_id"]) if marker_item else None,
+            account=Counter.of(item(account)),
+            source=Counter.of(item(source_throttle_key(source))) if source is not None else None,
+        )
+
+    def count_failure(
+        self, key: Mapping[str, str], *, now: int, resets_at: int, slide: bool, fresh: bool
+    ) -> Counter | None:
+        """L2: one failed attempt more on a counter, in one UpdateItem; the counter afterwards.
+
+        A live counter gets `ADD failures 1` (with `slide`, its `resets_at` moves on to the one given); a
+        missing or forgotten one starts again at 1, counting until `resets_at`. The read (`fresh`: it was
+        not live) picks which to try first; each one's condition is the other's negation, so a race costs
+        a second try and no failure is lost or counted twice. None only if the counter changed under us
+        three times running."""
+        live = "attribute_exists(PK) AND (#resets > :now OR #until > :now)"
+        names = {"#failures": "failures", "#resets": "resets_at", "#until": "locked_until"}
+        add = _Update(
+            "ADD #failures :one" + (" SET #resets = :resets, #ttl = :resets" if slide else ""),
+            live,
+            {**names, **({"#ttl": "ttl"} if slide else {})},
+            {":one": 1, ":now": now, **({":resets": resets_at} if slide else {})},
+        )
+        start = _Update(
+            "SET #failures = :one, #resets = :resets, #until = :zero, #locks = :zero, #ttl = :resets",
+            f"NOT ({live})",
+            {**names, **_COUNTER_NAMES},
+            {":one": 1, ":zero": 0, ":now": now, ":resets": resets_at},
+        )
+        first, second = (start, add) if fresh else (add, start)
+        for update in (first, second, first):
+            after = self.table.update(
+                key, update.expression, condition=update.condition, names=update.names, values=update.values
+            )
+            if after is not None:
+                return Counter.of(after)
+        return None
+
+    def lock(self, key: Mapping[str, str], *, level: int, until: int, resets_at: int) -> bool:
+        """L3: lock a counter until `until` (epoch seconds) as its `level`-th lock; conditioned on it not
+        being at that level yet, so of concurrent callers one locks (and a later, longer lock is never
+        shortened by an earlier one landing late). Whether this call locked it."""
+        return (
+            self.table.update(
+                key,
+                "SET #until = :until, #locks = :level, #resets = :resets, #ttl = :resets",
+                condition="attribute_exists(PK) AND #locks < :level",
+                names=_COUNTER_NAMES,
+                values={":until": until, ":level": level, ":resets": resets_at},
+            )
+            is not None
+        )
+
+    def put_lockout(self, audit: Item) -> None:
+        """L4: the audit record of one lockout (`at` with milliseconds, `id` unique), kept until `ttl`."""
+        at = str(audit["at"])
+        self.table.put({**lockout_audit_key(at[:10], at, str(audit["id"])), **audit}, condition=_not_exists())
+
+    def reset_account(self, subject: str, *, now: int) -> None:
+        """L5: after a successful login, forget the account's failures (unless a lock landed meanwhile)."""
+        self.table.update(
+            account_throttle_key(subject),
+            "SET #failures = :zero, #locks = :zero, #until = :zero, #resets = :now, #ttl = :now",
+            condition="attribute_exists(PK) AND #until <= :now",
+            names={"#failures": "failures", **_COUNTER_NAMES},
+            values={":zero": 0, ":now": now},
+        )
+
+    def get_login_decoy(self) -> Item | None:
+        """L7: the decoy member an unknown username's attempt reads (GetItem, as a member is read)."""
+        return self._get(LOGIN_DECOY_KEY)
+
+    def put_login_decoy(self, decoy: Item) -> Item:
+        """Store the decoy once per table (`attribute_not_exists`); the stored one."""
+        item = {**decoy, **LOGIN_DECOY_KEY}
+        try:
+            self.table.put(item, condition=_not_exists())
+        except Conflict:
+            return self.get_login_decoy() or item
+        return item
+
+    def list_lockouts(self, day: str, limit: int, cursor: str | None) -> Page:
+        """L6: a day's lockouts (`YYYY-MM-DD`, UTC), oldest first."""
+        return self.table.query(f"AUDIT#LOGIN#{day}", limit=limit, cursor=cursor)
 
     def create_user(self, item: Item) -> None:
         index = (
