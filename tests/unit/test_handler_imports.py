@@ -35,7 +35,12 @@ def loaded(handler: str) -> set[str]:
     env = {**os.environ, "TABLE_NAME": "t", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": ""}
     code = f"import sys; sys.path[:0] = [{str(path.parent)!r}, {str(ROOT / 'shared')!r}]\n" + PROBE
     done = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=60, check=True
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     return set(json.loads(done.stdout))
 
