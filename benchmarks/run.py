@@ -54,6 +54,7 @@ def _registry() -> dict[str, Benchmark]:
     from benchmarks import (
         enforcer_calls,
         executions,
+        gateway_rate,
         import_time,
         login_throttle,
         message_rate,
@@ -71,6 +72,7 @@ def _registry() -> dict[str, Benchmark]:
         "enforcer_calls": enforcer_calls.run,
         "message_rate": message_rate.run,
         "login_throttle": login_throttle.run,
+        "gateway_rate": gateway_rate.run,
     }
 
 

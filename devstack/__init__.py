@@ -1,7 +1,8 @@
 """devstack: Flowgate's local stack (`make run`), built from `template.yaml`.
 
-moto in server mode holds the state, a local API Gateway serves the template's routes, and the
-functions' handlers run in-process, fed by the template's schedules, queues and custom resources.
+moto in server mode holds the state, a local API Gateway (waitress) serves the template's routes, and
+the functions' handlers run in worker processes, one event at a time each, as in Lambda's execution
+environments, fed by the template's routes, schedules, queues and custom resources.
 
 Entry points for other code:
 - `python -m devstack [--port N] [--template T] [--parameter-overrides "K=V ..."]` (what `make run` calls);

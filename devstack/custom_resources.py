@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from devstack.errors import StartupError
-from devstack.lambdas import Invoke
+from devstack.lambdas import FunctionError, Invoke
 from devstack.model import CustomResourceSpec
 from devstack.naming import Physical, StackContext, default_name
 
@@ -94,6 +94,8 @@ def create_custom_resources(
         log.info("custom resource %s: sending Create to %s", spec.logical_id, spec.function_id)
         try:
             invoke(spec.function_id, event)
+        except FunctionError as exc:  # the worker's log has the traceback
+            raise StartupError(f"custom resource {spec.logical_id}: the handler failed: {exc}") from exc
         except Exception as exc:
             raise StartupError(
                 f"custom resource {spec.logical_id}: {spec.function_id} raised {exc!r}"

@@ -1,31 +1,83 @@
-"""The process environment the handlers run in.
+"""The environment each function's workers run in.
 
-Handlers run in devstack's own process, so there is one `os.environ` for every function: their
-variables are merged (a conflict would make one function see another's value, so it fails the start),
-and the AWS SDK is pointed at the stack's moto with dummy credentials so nothing reaches AWS.
+Every function runs in processes of its own (devstack.lambdas), so each gets what Lambda would give it
+and nothing else: a few of the runtime's variables, the variables the template gives *that* function
+(Globals included), and SDK settings that point every AWS call at the stack's moto with dummy
+credentials. Nothing else of devstack's own environment (a profile, real keys, another function's
+variables) reaches a handler.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 
 from devstack.errors import StartupError
 from devstack.model import FunctionSpec
 
 LOOPBACK_ALLOW_LIST = "127.0.0.0/8,::1"
-# Each function's code names its own service, so different values are expected and not exported.
+# What a process needs to run at all, taken from devstack's own environment (Lambda sets its own).
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+# Each function's code names its own service, so different values are expected and not merged.
 PER_FUNCTION_VARIABLES = frozenset({"POWERTOOLS_SERVICE_NAME"})
-# Settings that would send SDK calls elsewhere than the local moto, or with real credentials.
-_REMOVED_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-_REMOVED_PREFIXES = ("AWS_ENDPOINT_URL_",)
 
 
-def function_environment(functions: Iterable[FunctionSpec]) -> dict[str, str]:
-    """Every function's variables in one mapping; a variable two functions set differently is an error.
+def local_aws_environment(endpoint_url: str, region: str) -> dict[str, str]:
+    """SDK settings that send every AWS call to the local moto server, and read no AWS config files."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "FLOWGATE_LOCAL": "1",
+    }
 
-    `OUTBOUND_ALLOW_LIST` becomes the loopback ranges unless the template gives a non-empty value:
-    local peers (a second stack, a test server) live on loopback.
+
+def runtime_environment(spec: FunctionSpec) -> dict[str, str]:
+    """The variables Lambda's Python runtime sets, as far as code reads them without changing behaviour.
+
+    LAMBDA_TASK_ROOT is left out on purpose: powertools reads it as "on Lambda" and then sends X-Ray
+    segments to a daemon that does not run here.
+    """
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+        "_HANDLER": spec.handler,
+        "PYTHONUNBUFFERED": "1",  # the function's log lines reach devstack's output as they are written
+    }
+
+
+def function_environment(
+    spec: FunctionSpec, aws: Mapping[str, str], inherited: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The whole environment of one function's workers.
+
+    `inherited` (default: os.environ) gives only the PASSED_THROUGH variables. An empty
+    `OUTBOUND_ALLOW_LIST` that the function declares becomes the loopback ranges: local peers (a second
+    stack, a test server) live on loopback.
+    """
+    inherited = os.environ if inherited is None else inherited
+    environment = {name: inherited[name] for name in PASSED_THROUGH if name in inherited}
+    environment.update(runtime_environment(spec))
+    environment.update(spec.environment)
+    if "OUTBOUND_ALLOW_LIST" in spec.environment and not spec.environment["OUTBOUND_ALLOW_LIST"]:
+        environment["OUTBOUND_ALLOW_LIST"] = LOOPBACK_ALLOW_LIST
+    environment.update(aws)
+    return environment
+
+
+def merged_environment(functions: Iterable[FunctionSpec]) -> dict[str, str]:
+    """Every function's variables in one mapping, for tests that run several handlers in one process.
+
+    The local stack never does (each function has its own workers); a handler test or benchmark that
+    calls the handlers of several functions in-process needs one environment that suits them all, so a
+    variable two functions set differently is an error. An empty `OUTBOUND_ALLOW_LIST` becomes loopback.
     """
     merged: dict[str, str] = {}
     owners: dict[str, str] = {}
@@ -36,30 +88,10 @@ def function_environment(functions: Iterable[FunctionSpec]) -> dict[str, str]:
             if name in merged and merged[name] != value:
                 raise StartupError(
                     f"environment variable {name} is {merged[name]!r} in {owners[name]} but {value!r} in "
-                    f"{spec.logical_id}; all functions share one process locally, so they must agree"
+                    f"{spec.logical_id}; they cannot share one process"
                 )
             merged[name] = value
             owners.setdefault(name, spec.logical_id)
     if not merged.get("OUTBOUND_ALLOW_LIST"):
         merged["OUTBOUND_ALLOW_LIST"] = LOOPBACK_ALLOW_LIST
     return merged
-
-
-def local_aws_environment(endpoint_url: str, region: str) -> dict[str, str]:
-    """SDK settings that send every AWS call to the local moto server."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": region,
-        "AWS_REGION": region,
-        "FLOWGATE_LOCAL": "1",
-    }
-
-
-def apply_environment(values: Mapping[str, str], environ: MutableMapping[str, str] = os.environ) -> None:
-    """Set `values`, first removing settings that could point the SDK at real AWS."""
-    for name in list(environ):
-        if name in _REMOVED_VARIABLES or name.startswith(_REMOVED_PREFIXES):
-            del environ[name]
-    environ.update(values)

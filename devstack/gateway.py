@@ -1,4 +1,9 @@
-"""The local API Gateway: an HTTP server on loopback that calls the functions in-process.
+"""The local API Gateway: waitress on loopback, calling the functions' workers with proxy events.
+
+waitress (a pure-Python, threaded WSGI server) does the HTTP: a listen backlog that holds bursts of
+clients, a pool of threads, request size limits, and timeouts for clients that stall. Everything the
+gateway itself answers, the errors of HTTP parsing included, is in API Gateway's error format: JSON
+`{"message": ...}` with an `x-amzn-ErrorType` header (devstack.apigw.error_response).
 
 Besides the template's routes it serves one devstack path, `PUT /__devstack/cfn-response/<id>`,
 where custom resource handlers send their CloudFormation response (the ResponseURL devstack gives
@@ -7,12 +12,20 @@ them), so the whole custom resource round trip runs through real HTTP as in AWS.
 
 from __future__ import annotations
 
+import http
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, get_header_lines
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, WSGITask, hop_by_hop
+from waitress.utilities import BadRequest, Error
 
 from devstack.apigw import (
     INTERNAL_SERVER_ERROR,
@@ -28,16 +41,28 @@ from devstack.apigw import (
     proxy_event,
 )
 from devstack.custom_resources import CfnResponses
-from devstack.lambdas import Invoke
+from devstack.lambdas import FunctionError, Invoke
 
 log = logging.getLogger(__name__)
 
 CFN_RESPONSE_PREFIX = "/__devstack/cfn-response/"
+LISTEN_BACKLOG = 1024  # connections the kernel holds while every thread is busy (http.server had 5)
+THREADS = 64  # requests handled at once; each waits on a function's worker, which caps the real work
+CONNECTION_LIMIT = 1000  # open connections before waitress stops accepting (the backlog holds the rest)
+# A request whose bytes stop arriving (a Content-Length larger than the body, headers never ended) is
+# answered 408 after this many seconds without data; an idle keep-alive connection is closed after
+# IDLE_TIMEOUT_SECONDS. Both are checked every CLEANUP_INTERVAL_SECONDS.
+REQUEST_TIMEOUT_SECONDS = 5
+IDLE_TIMEOUT_SECONDS = 60
+CLEANUP_INTERVAL_SECONDS = 1
+# API Gateway's quota is 10,240 bytes of request line and header values; names and separators add some.
+MAX_HEADER_BYTES = 16 * 1024
+_LOOP_SECONDS = 0.5  # how long the server's poll waits; `stop()` wakes it at once
+
 _NOT_READY = error_response(503, "Service Unavailable", "ServiceUnavailableException")
 _UNKNOWN_CFN_REQUEST = error_response(404, "Not Found", "NotFoundException")
 _EMPTY_OK = HttpResponse(200, [], b"")
-_SHUTDOWN_POLL_SECONDS = 0.05  # how often serve_forever checks for shutdown (the default is 0.5 s)
-_BAD_LENGTH = error_response(400, "Invalid Content-Length", "BadRequestException")
+_RAW_HEADERS = "devstack.raw_headers"  # the WSGI environ key of the headers as sent
 
 
 class Gateway:
@@ -51,25 +76,37 @@ class Gateway:
         cfn_responses: CfnResponses,
         account_id: str,
         port: int = 3000,
+        threads: int = THREADS,
     ) -> None:
         self.routes = routes
         self.invoke = invoke
         self.cfn_responses = cfn_responses
         self.account_id = account_id
         self._ready = threading.Event()
-        self._server = _Server(("127.0.0.1", port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": _SHUTDOWN_POLL_SECONDS},
-            name="devstack-gateway",
-            daemon=True,
+        self._stopping = threading.Event()
+        self._server = _Server(
+            self.wsgi,
+            host="127.0.0.1",
+            port=port,
+            threads=threads,
+            backlog=LISTEN_BACKLOG,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=IDLE_TIMEOUT_SECONDS,
+            cleanup_interval=CLEANUP_INTERVAL_SECONDS,
+            max_request_header_size=MAX_HEADER_BYTES,
+            # waitress refuses a body of max_request_body_size bytes; API Gateway accepts 10 MB exactly.
+            max_request_body_size=MAX_PAYLOAD_BYTES + 1,
+            asyncore_use_poll=True,  # select() cannot watch more than 1024 connections
+            clear_untrusted_proxy_headers=False,  # handlers see X-Forwarded-* as API Gateway sends them
+            ident="devstack",
         )
+        self._thread = threading.Thread(target=self._serve, name="devstack-gateway", daemon=True)
 
     @property
     def port(self) -> int:
         """The bound port (the chosen one when started with port 0)."""
-        port: int = self._server.server_address[1]
-        return port
+        port: Any = getattr(self._server, "effective_port")  # noqa: B009 - set at bind, not in the stubs
+        return int(port)
 
     @property
     def url(self) -> str:
@@ -77,7 +114,7 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Serve in a background thread (the socket is bound already)."""
+        """Serve in a background thread (the socket is listening already)."""
         self._thread.start()
 
     def set_ready(self) -> None:
@@ -85,14 +122,16 @@ class Gateway:
         self._ready.set()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close every connection and the socket (idempotent)."""
+        self._stopping.set()
         if self._thread.is_alive():
-            self._server.shutdown()
+            self._server.pull_trigger()
             self._thread.join()
-        self._server.server_close()
+        else:
+            self._close()
 
     def respond(self, request: HttpRequest) -> HttpResponse:
-        """The response to one request (the HTTP plumbing is in `_RequestHandler`)."""
+        """The response to one request (the HTTP plumbing is waitress's and `wsgi`'s)."""
         if request.path.startswith(CFN_RESPONSE_PREFIX) and request.method == "PUT":
             request_id = request.path.removeprefix(CFN_RESPONSE_PREFIX)
             return _EMPTY_OK if self.cfn_responses.deliver(request_id, request.body) else _UNKNOWN_CFN_REQUEST
@@ -105,11 +144,16 @@ class Gateway:
         function_id = match.route.function_id
         try:
             result = self.invoke(function_id, event)
+        except FunctionError as exc:
+            # The worker logged the handler's traceback to the function's log, as Lambda does.
+            log.error("%s failed on %s %s: %s", function_id, request.method, request.path, exc)
+            return INTERNAL_SERVER_ERROR
         except Exception:
             log.exception("%s raised on %s %s", function_id, request.method, request.path)
             return INTERNAL_SERVER_ERROR
         try:
             response = http_response(result)
+            _check_headers(response.headers)
         except InvalidProxyResponse as exc:
             log.error("%s returned an invalid proxy response: %s", function_id, exc)
             return INTERNAL_SERVER_ERROR
@@ -118,84 +162,161 @@ class Gateway:
             return INTERNAL_SERVER_ERROR
         return response
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], gateway: Gateway) -> None:
-        super().__init__(address, _RequestHandler)
-        self.gateway = gateway
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that goes away mid-response is not worth a traceback.
-        log.debug("connection from %s failed", client_address, exc_info=True)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_OPTIONS(self) -> None:
-        self._handle()
-
-    def _handle(self) -> None:
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The WSGI application: the request as API Gateway would see it, answered by `respond`."""
         started = time.monotonic()
-        split = urlsplit(self.path)
-        length_header = self.headers.get("Content-Length") or "0"
-        length = int(length_header) if length_header.isdigit() else -1
-        if length < 0:
-            self.close_connection = True
-            response = _BAD_LENGTH
-        elif length > MAX_PAYLOAD_BYTES:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            response = REQUEST_TOO_LONG
-        else:
-            request = HttpRequest(
-                method=self.command,
-                path=split.path or "/",
-                query=split.query,
-                headers=list(self.headers.items()),
-                body=self.rfile.read(length) if length else b"",
-                source_ip=self.client_address[0],
-            )
-            response = self.server.gateway.respond(request)
-        self._write(response)
-        log.info(
-            "%s %s -> %d (%.0f ms)",
-            self.command,
-            split.path,
-            response.status,
-            (time.monotonic() - started) * 1000,
+        method = str(environ["REQUEST_METHOD"])
+        target = urlsplit(environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # waitress answers an invalid Content-Length itself
+        request = HttpRequest(
+            method=method,
+            path=target.path or "/",  # as sent, still percent-encoded (PATH_INFO is decoded)
+            query=target.query,
+            headers=environ.get(_RAW_HEADERS) or _headers_of(environ),
+            body=environ["wsgi.input"].read(length) if length > 0 else b"",
+            source_ip=str(environ.get("REMOTE_ADDR") or "127.0.0.1"),
         )
+        response = self.respond(request)
+        headers = [(name, value) for name, value in response.headers if name.lower() not in _NOT_FORWARDED]
+        headers.append(("Content-Length", str(len(response.body))))
+        start_response(f"{response.status} {_reason(response.status)}", headers)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.info("%s %s -> %d (%.0f ms)", method, request.path, response.status, elapsed_ms)
+        return [response.body]
 
-    def _write(self, response: HttpResponse) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+    def _serve(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=_LOOP_SECONDS, map=self._server.socket_map, use_poll=True, count=1)
+        finally:
+            self._close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        # Requests are logged once, with their outcome, in _handle; errors go through logging too.
-        log.debug(format, *args)
+    def _close(self) -> None:
+        for channel in list(self._server.socket_map.values()):
+            channel.close()
+        self._server.task_dispatcher.shutdown(timeout=1)
+
+
+_NOT_FORWARDED = hop_by_hop | {"content-length"}
+
+
+def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
+    for name, value in headers:
+        if not name or any(c in name for c in "\r\n:") or "\r" in value or "\n" in value:
+            raise InvalidProxyResponse(f"header {name!r}: {value!r} cannot be sent over HTTP")
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _headers_of(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Headers rebuilt from a WSGI environ (names title-cased), where the raw ones are not at hand."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append(("-".join(part.capitalize() for part in key[5:].split("_")), str(value)))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((key.replace("_", "-").title(), str(value)))
+    return headers
+
+
+# ---- waitress, answering its own errors the way API Gateway does ----------------------------------
+
+
+class _RequestTimeout(BadRequest):
+    code = 408
+    reason = "Request Timeout"
+
+
+_ERRORS: Mapping[int, HttpResponse] = {
+    408: error_response(408, "Request Timeout", "RequestTimeoutException"),
+    413: REQUEST_TOO_LONG,
+    431: error_response(431, "Request Header Fields Too Large", "RequestHeaderFieldsTooLargeException"),
+    500: error_response(500, "Internal server error", "InternalServerErrorException"),
+}
+
+
+def _error_answer(error: Error) -> HttpResponse:
+    if error.code in _ERRORS:
+        return _ERRORS[error.code]
+    if error.code == 400:
+        detail = str(error.body)
+        message = "Invalid Content-Length" if "Content-Length" in detail else f"Bad Request: {detail}"
+        return error_response(400, message, "BadRequestException")
+    return error_response(error.code, str(error.reason), "BadRequestException")
+
+
+class _Parser(HTTPRequestParser):
+    """Keeps the request's header lines as sent (WSGI upper-cases names and joins repeated ones)."""
+
+    raw_headers: list[tuple[str, str]] | None = None
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        lines = get_header_lines(header_plus.partition(b"\r\n")[2])
+        pairs = (line.decode("latin-1").partition(":") for line in lines)
+        self.raw_headers = [(name, value.strip(" \t")) for name, _, value in pairs]
+
+
+class _Task(WSGITask):
+    def get_environment(self) -> Any:
+        environ = super().get_environment()
+        environ[_RAW_HEADERS] = getattr(self.request, "raw_headers", None)
+        return environ
+
+
+class _ErrorTask(ErrorTask):
+    def execute(self) -> None:
+        error: Error = getattr(self.request, "error")  # noqa: B009 - the stubs call the request an Error
+        answer = _error_answer(error)
+        self.status = f"{answer.status} {_reason(answer.status)}"
+        self.response_headers = [*self.response_headers, *answer.headers]
+        self.set_close_on_finish()
+        self.content_length = len(answer.body)
+        self.write(answer.body)
+        log.info("HTTP error -> %d (%s)", answer.status, error.body)
+
+
+class _Channel(HTTPChannel):
+    parser_class = _Parser
+    task_class = _Task
+    error_task_class = _ErrorTask
+
+
+class _Server(TcpWSGIServer):
+    channel_class = _Channel
+
+    @property
+    def socket_map(self) -> dict[int, Any]:
+        """wasyncore's map of this server's sockets: the listener, its trigger and every connection."""
+        socket_map: dict[int, Any] = getattr(self, "_map")  # noqa: B009 - not in the stubs
+        return socket_map
+
+    def maintenance(self, now: Any) -> None:
+        """Answer requests whose bytes stopped arriving with a 408, then close idle connections."""
+        cutoff = now - REQUEST_TIMEOUT_SECONDS
+        channels: dict[int, Any] = getattr(self, "active_channels")  # noqa: B009 - mistyped in the stubs
+        for channel in list(channels.values()):
+            if channel.request is None or channel.requests or channel.last_activity >= cutoff:
+                continue
+            with channel.requests_lock:
+                if channel.will_close or channel.close_when_flushed or channel.request is None:
+                    continue
+                stalled, channel.request = channel.request, None
+                if not stalled.headers_finished:
+                    stalled.close()
+                    stalled = self.channel_class.parser_class(self.adj)
+                    stalled.parse_header(b"GET / HTTP/1.0\r\n")
+                stalled.error = _RequestTimeout(f"no data for {REQUEST_TIMEOUT_SECONDS} s")
+                stalled.completed = True
+                channel.requests.append(stalled)
+                channel.last_activity = now
+            self.add_task(channel)
+        super().maintenance(now)

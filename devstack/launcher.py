@@ -1,7 +1,7 @@
 """Run `python -m devstack` as a child process: how e2e tests start one or several stacks.
 
-Each stack needs its own process (handlers share os.environ), so tests that link two deployments
-start two. The child is in its own session, so stopping it signals its whole process group (the
+Each stack is a process of its own (with its moto and its functions' workers), so tests that link two
+deployments start two. The child is in its own session, so stopping it signals its whole process group (the
 stack and its moto) and nothing survives a test.
 """
 

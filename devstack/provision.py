@@ -202,13 +202,13 @@ def provision_account(
     template_path: str | Path = DEFAULT_TEMPLATE, clients: AwsClients | None = None
 ) -> tuple[dict[str, Physical], dict[str, str]]:
     """Every resource of the template in the current account (moto's `mock_aws` in tests and
-    benchmarks), and the environment the functions would see there (`function_environment`: their
-    variables with Refs resolved, outbound URLs allowed to loopback)."""
-    from devstack.environment import function_environment
+    benchmarks), and the environment the functions would see there, all in one process
+    (`merged_environment`: their variables with Refs resolved, outbound URLs allowed to loopback)."""
+    from devstack.environment import merged_environment
 
     template = load_template(template_path)
     physical = provision(template, clients or AwsClients.from_session(boto3.session.Session()))
-    return physical, function_environment(template.with_physical(physical).functions())
+    return physical, merged_environment(template.with_physical(physical).functions())
 
 
 def create_table_from_template(

@@ -8,8 +8,6 @@ pollers start only once the custom resources succeeded.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +15,11 @@ from types import TracebackType
 
 from devstack.apigw import RouteTable
 from devstack.custom_resources import CfnResponses, create_custom_resources
-from devstack.environment import apply_environment, function_environment, local_aws_environment
+from devstack.environment import function_environment, local_aws_environment
 from devstack.errors import StartupError
 from devstack.events import EventSources
 from devstack.gateway import CFN_RESPONSE_PREFIX, Gateway
-from devstack.lambdas import MAX_INSTANCES_PER_FUNCTION, FunctionRuntime, add_layer_paths
+from devstack.lambdas import MAX_INSTANCES_PER_FUNCTION, FunctionRuntime
 from devstack.model import FunctionSpec
 from devstack.motoserver import MotoServer
 from devstack.naming import Physical, StackContext
@@ -41,14 +39,15 @@ class StackConfig:
     context: StackContext = field(default_factory=StackContext)
     schedule_seconds: float | None = None  # fire every schedule at least this often
     secret_values: Mapping[str, str] = field(default_factory=dict)  # secret logical id -> SecretString
-    max_instances: int = MAX_INSTANCES_PER_FUNCTION
+    max_instances: int = MAX_INSTANCES_PER_FUNCTION  # warm workers (processes) per function
+    warm_up: bool = True  # start one worker of every function in the background once the stack is ready
 
 
 class LocalStack:
     """A running local stack; use as a context manager, or call `start()` and `stop()`.
 
-    It changes process-wide state (os.environ, sys.path) for the handlers it runs in-process, so
-    run one per process; `stop()` puts that state back.
+    The handlers run in worker processes with environments of their own (devstack.lambdas), so this
+    process's os.environ and sys.path stay as they are, and several stacks could share it.
     """
 
     def __init__(self, config: StackConfig, template: Template | None = None) -> None:
@@ -63,8 +62,7 @@ class LocalStack:
         self._clients: AwsClients | None = None
         self._gateway: Gateway | None = None
         self._events: EventSources | None = None
-        self._saved_environ: dict[str, str] | None = None
-        self._added_paths: list[Path] = []
+        self._runtime: FunctionRuntime | None = None
 
     @property
     def url(self) -> str:
@@ -105,22 +103,17 @@ class LocalStack:
         return secret["SecretString"]
 
     def stop(self) -> None:
-        """Stop event sources, the gateway and moto; restore os.environ and sys.path (idempotent)."""
+        """Stop event sources, the functions' workers, the gateway and moto (idempotent)."""
         if self._events is not None:
             self._events.stop()
             self._events = None
+        if self._runtime is not None:
+            self._runtime.stop()  # first: requests still in the gateway then end at once
+            self._runtime = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
         self.moto.stop()
-        if self._saved_environ is not None:
-            os.environ.clear()
-            os.environ.update(self._saved_environ)
-            self._saved_environ = None
-        for path in self._added_paths:
-            if str(path) in sys.path:
-                sys.path.remove(str(path))
-        self._added_paths = []
 
     def _start(self) -> None:
         context = self.config.context
@@ -129,10 +122,13 @@ class LocalStack:
         self.physical = provision(self.template, clients, secret_values=self.config.secret_values)
         template = self.template.with_physical(self.physical)
         functions = template.functions()
-        self._prepare_process(functions)
-
-        runtime = FunctionRuntime({spec.logical_id: spec for spec in functions}, self.config.max_instances)
-        runtime.warm_up()
+        self._report_ignored_events(functions)
+        aws = local_aws_environment(self.moto.endpoint_url, context.region)
+        self._runtime = runtime = FunctionRuntime(
+            {spec.logical_id: spec for spec in functions},
+            {spec.logical_id: function_environment(spec, aws) for spec in functions},
+            self.config.max_instances,
+        )
         responses = CfnResponses()
         try:
             self._gateway = gateway = Gateway(
@@ -156,19 +152,18 @@ class LocalStack:
         )
         self._start_event_sources(functions, runtime, clients)
         gateway.set_ready()
+        if self.config.warm_up:
+            # Workers start lazily on the first invocation; these are ready before most first requests.
+            runtime.warm_up_in_background()
         log.info("local stack ready on %s (moto on port %d)", gateway.url, self.moto.port)
 
-    def _prepare_process(self, functions: list[FunctionSpec]) -> None:
-        """The handlers' environment and import path, as Lambda would give each function."""
+    @staticmethod
+    def _report_ignored_events(functions: list[FunctionSpec]) -> None:
         for spec in functions:
             if spec.ignored_events:
                 log.warning(
                     "%s: events not emulated locally: %s", spec.logical_id, ", ".join(spec.ignored_events)
                 )
-        self._saved_environ = dict(os.environ)
-        aws = local_aws_environment(self.moto.endpoint_url, self.config.context.region)
-        apply_environment({**function_environment(functions), **aws})
-        self._added_paths = add_layer_paths(functions)
 
     def _start_event_sources(
         self, functions: list[FunctionSpec], runtime: FunctionRuntime, clients: AwsClients

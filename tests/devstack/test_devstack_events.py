@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +23,7 @@ from devstack.events import (
     scheduled_event,
     sqs_event,
 )
-from devstack.lambdas import FunctionRuntime
+from devstack.lambdas import load_handler_module
 from devstack.model import Schedule, SqsEventSource
 from devstack.naming import StackContext
 from devstack.provision import AwsClients, provision
@@ -124,7 +126,11 @@ def test_receipts_to_delete_follow_lambda(result: Any, report: bool, deleted: li
 
 
 class TestSqsPoller:
-    """The fixture worker behind a poller, against moto: partial failures, whole failures, redrive."""
+    """The fixture worker behind a poller, against moto: partial failures, whole failures, redrive.
+
+    The handler runs in this process (under moto's in-process mock): what is tested is the poller's
+    side; a stack's pollers invoke the same workers as its routes (test_devstack_cli).
+    """
 
     @pytest.fixture(autouse=True)
     def stack(
@@ -139,11 +145,13 @@ class TestSqsPoller:
         self.queue_url = physical["WorkQueue"].ref
         self.dlq_url = physical["WorkDeadLetterQueue"].ref
         self.invocations: list[dict[str, Any]] = []
-        runtime = FunctionRuntime({"WorkerFunction": worker})
+        module = load_handler_module(worker, f"devstack_test_worker_{uuid.uuid4().hex[:8]}")
+        monkeypatch.delitem(sys.modules, module.__name__)
 
         def invoke(function_id: str, event: Any) -> Any:
+            assert function_id == "WorkerFunction"
             self.invocations.append(event)
-            return runtime.invoke(function_id, event)
+            return module.handler(json.loads(json.dumps(event)), None)
 
         self.poller = SqsPoller(
             source,
