@@ -5,7 +5,10 @@ Thin by design: parse (pydantic, via the resolver), authenticate, call the flows
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from flowgate.activation.models import FlowActivation, MessageBody, MessageStatus, QueuedMessage, StopRecord
 from flowgate.flows.models import (
@@ -75,7 +78,7 @@ def deactivate_flow(ws: str, name: str) -> FlowActivation:
 
 
 @app.post(f"{WS}/flows/<name>/messages", tags=["active flows"])
-def post_message(ws: str, name: str, body: MessageBody) -> Response[QueuedMessage]:
+def post_message(ws: str, name: str, body: Annotated[MessageBody, Body()]) -> Response[QueuedMessage]:
     message = container().activation.post_message(caller(), ws, name, body)
     return accepted(message, f"{API_ROOT}/workspaces/{ws}/flows/{name}/messages/{message.id}")
 

@@ -7,6 +7,8 @@ import base64
 import binascii
 import functools
 import json
+import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -88,22 +90,72 @@ class Page:
     next: str | None
 
 
-def encode_cursor(last_key: Mapping[str, Any] | None) -> str | None:
+# ---- cursors -------------------------------------------------------------------------------------
+# A cursor carries the table key a listing stopped at, so it is sealed with AES-GCM: the client can
+# neither read it (the key layout stays ours) nor forge one (the tag fails), and it is bound, as
+# associated data, to the collection it pages (partition, index and prefix): replayed on another
+# listing, even of the same tenant, it is refused. The key is one per deployment, the same in every
+# container: a Secrets Manager secret the template generates (CURSOR_KEY_SECRET_ID), read once per
+# container, when a cursor is first made or read. Without the variable (unit tests, the functions that
+# page only inside one invocation) a random key of this process is used.
+
+CURSOR_KEY_ENV = "CURSOR_KEY_SECRET_ID"
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_INVALID_CURSOR = "invalid cursor: pass back the `next` of the previous page of this same listing"
+
+
+@functools.cache
+def _cursor_cipher(secret_id: str) -> Any:
+    """The AES-GCM cipher of the deployment's cursor key (cached per secret id: one read per container)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if secret_id:
+        material = aws.secretsmanager().get_secret_value(SecretId=secret_id)["SecretString"].encode()
+    else:
+        material = secrets.token_bytes(32)
+    return AESGCM(hashlib.sha256(b"flowgate listing cursor v1\0" + material).digest())
+
+
+def _cipher() -> Any:
+    return _cursor_cipher(os.environ.get(CURSOR_KEY_ENV, ""))
+
+
+def cursor_scope(pk_value: str, *, index: str | None = None, sk_prefix: str | None = None) -> str:
+    """What a cursor is bound to: the collection (partition, index, sort-key prefix) it pages."""
+    return json.dumps([index or "", pk_value, sk_prefix or ""], separators=(",", ":"))
+
+
+def encode_cursor(last_key: Mapping[str, Any] | None, scope: str = "") -> str | None:
+    """The sealed, URL-safe cursor of `last_key` (a DynamoDB wire key) for the collection `scope`."""
     if not last_key:
         return None
-    return base64.urlsafe_b64encode(json.dumps(_from_wire(last_key)).encode()).decode().rstrip("=")
+    plain = json.dumps(_from_wire(last_key), separators=(",", ":")).encode()
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    sealed = nonce + _cipher().encrypt(nonce, plain, scope.encode())
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def decode_cursor(cursor: str | None, scope: str = "") -> dict[str, Any] | None:
+    """The wire key of a cursor this deployment made for `scope`; a 400 (`invalid_cursor`) for any
+    other string: malformed, forged, tampered with, from another deployment or another listing."""
     if not cursor:
         return None
+    from cryptography.exceptions import InvalidTag
+
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        raw = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error) as exc:
-        raise BadRequest("invalid cursor", code="invalid_cursor") from exc
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise BadRequest("invalid cursor", code="invalid_cursor")
+        sealed = base64.urlsafe_b64decode(padded.encode("ascii"))
+        if len(sealed) <= _NONCE_BYTES + _TAG_BYTES:
+            raise ValueError("too short")
+        plain = _cipher().decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], scope.encode())
+        raw = json.loads(plain)
+    except (ValueError, binascii.Error, InvalidTag) as exc:
+        raise BadRequest(_INVALID_CURSOR, code="invalid_cursor") from exc
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, str) for v in raw.values()):
+        raise BadRequest(_INVALID_CURSOR, code="invalid_cursor")
     return _to_wire(raw)
 
 
@@ -217,16 +269,18 @@ class Table:
         }
         if index:
             kwargs["IndexName"] = index
-        start = decode_cursor(cursor)
+        scope = cursor_scope(pk_value, index=index, sk_prefix=sk_prefix)
+        start = decode_cursor(cursor, scope)
         if start:
             kwargs["ExclusiveStartKey"] = start
         try:
             raw = self.client.query(**kwargs)
         except self.client.exceptions.ClientError as exc:
             if start and exc.response.get("Error", {}).get("Code") == "ValidationException":
-                raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+                raise BadRequest(_INVALID_CURSOR, code="invalid_cursor") from exc
             raise
-        return Page([_from_wire(i) for i in raw.get("Items", [])], encode_cursor(raw.get("LastEvaluatedKey")))
+        items = [_from_wire(i) for i in raw.get("Items", [])]
+        return Page(items, encode_cursor(raw.get("LastEvaluatedKey"), scope))
 
     def query_range(
         self,
@@ -269,7 +323,8 @@ class Table:
         if filter_expression:
             kwargs["FilterExpression"] = filter_expression
         key_names = ["PK", "SK", *([pk_name, sk_name] if index else [])]
-        start = decode_cursor(cursor)
+        scope = cursor_scope(pk_value, index=index)
+        start = decode_cursor(cursor, scope)
         found: list[Item] = []
         for _ in range(max_reads):
             if start:
@@ -278,7 +333,7 @@ class Table:
                 raw = self.client.query(**kwargs)
             except self.client.exceptions.ClientError as exc:
                 if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
-                    raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+                    raise BadRequest(_INVALID_CURSOR, code="invalid_cursor") from exc
                 raise
             items = [_from_wire(i) for i in raw.get("Items", [])]
             start = raw.get("LastEvaluatedKey")
@@ -287,10 +342,10 @@ class Table:
                 if len(found) == limit:
                     more = position < len(items) or bool(start)
                     last = _to_wire({k: item[k] for k in key_names})
-                    return Page(found, encode_cursor(last) if more else None)
+                    return Page(found, encode_cursor(last, scope) if more else None)
             if not start:
                 return Page(found, None)
-        return Page(found, encode_cursor(start))
+        return Page(found, encode_cursor(start, scope))
 
     def transact(self, writes: Sequence[Write]) -> None:
         """All writes or none; a failed condition raises Conflict with that write's message."""

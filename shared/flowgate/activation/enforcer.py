@@ -10,14 +10,16 @@ loses that condition and does nothing, so a flow is stopped, and its messages co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flowgate.activation import rules
 from flowgate.activation.models import (
     ActivationSettings,
     ActivationStatus,
     EnforcerReport,
+    FailedEntry,
     StoppedFlow,
     StopReason,
     WarnedFlow,
@@ -28,6 +30,8 @@ from flowgate.activation.store import STOP, WARN, ActivationStore, due_key
 from flowgate.clock import Clock, iso_ms, now, parse_iso, truncate_ms
 from flowgate.db import Item
 from flowgate.observability import logger
+
+R = TypeVar("R")
 
 STOPPED_EVENT = "Flowgate Flow Stopped"
 WARNING_EVENT = "Flowgate Flow Stop Warning"
@@ -47,19 +51,50 @@ class Enforcer:
         self.clock = clock
 
     def run(self, now: datetime | None = None) -> EnforcerReport:
-        """Stop what is due, then warn what is due (a flow stopped in this run is not warned)."""
+        """Stop what is due, then warn what is due (a flow stopped in this run is not warned).
+
+        Each entry is handled on its own: one that fails (a tenant's item that cannot be read or
+        written) is logged and counted in `report.failed`, and the run goes on with the others, so one
+        tenant's data never keeps another tenant's flow running past its limit. A failed entry stays
+        due, so the next run tries it again."""
         moment = truncate_ms(now or self.clock())
         report = EnforcerReport()
         bound = rules.due_upper_bound(moment)
         for entry in list(self.store.due(STOP, bound)):
-            stopped = self._stop(entry, moment)
+            stopped = self._isolated("stop", entry, self._stop, moment, report)
             if stopped is not None:
                 report.stopped.append(stopped)
         for entry in list(self.store.due(WARN, bound)):
-            warned = self._warn(entry, moment)
+            warned = self._isolated("warn", entry, self._warn, moment, report)
             if warned is not None:
                 report.warned.append(warned)
+        if report.failed:
+            logger.error(
+                "enforcer entries failed; they are retried next run",
+                extra={"failed": len(report.failed), "stopped": len(report.stopped)},
+            )
         return report
+
+    @staticmethod
+    def _isolated(
+        action: str,
+        entry: Item,
+        handle: Callable[[Item, datetime], R | None],
+        now: datetime,
+        report: EnforcerReport,
+    ) -> R | None:
+        try:
+            return handle(entry, now)
+        except Exception as exc:
+            failed = FailedEntry(
+                str(entry.get("workspace_id", "?")), str(entry.get("flow", "?")), action, type(exc).__name__
+            )
+            report.failed.append(failed)
+            logger.exception(
+                "an enforcer entry failed",
+                extra={"workspace_id": failed.workspace_id, "flow": failed.flow, "action": action},
+            )
+            return None
 
     # ---- the stop ----
     def _stop(self, entry: Item, now: datetime) -> StoppedFlow | None:

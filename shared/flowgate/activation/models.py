@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from flowgate.documents import storable
 
 
 class ActivationStatus(StrEnum):
@@ -28,6 +30,11 @@ class MessageStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     DISCARDED = "discarded"
+
+
+# The body of `POST .../flows/{name}/messages`: any JSON object DynamoDB can hold (flowgate.documents);
+# its size is checked by the service against the workspace's limit.
+MessageBody = Annotated[dict[str, Any], AfterValidator(storable)]
 
 
 class StopRecord(BaseModel):
@@ -151,10 +158,21 @@ class WarnedFlow:
     seconds_left: int
 
 
+@dataclass(frozen=True)
+class FailedEntry:
+    """A due entry the enforcer could not handle: logged, counted, and left for the next run."""
+
+    workspace_id: str
+    flow: str
+    action: str  # "stop" | "warn"
+    error: str  # the exception's type, never its text (it may quote a tenant's data)
+
+
 @dataclass
 class EnforcerReport:
     stopped: list[StoppedFlow] = field(default_factory=list)
     warned: list[WarnedFlow] = field(default_factory=list)
+    failed: list[FailedEntry] = field(default_factory=list)
 
 
 class MessageFailed(Exception):

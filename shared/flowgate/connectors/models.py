@@ -11,7 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from flowgate.connectors.values import MAX_VALUE_BYTES
+from flowgate.connectors.values import MAX_VALUE_BYTES, parse_value
+from flowgate.documents import storable
+from flowgate.errors import BadRequest
 from flowgate.names import ArtifactName  # one rule for every workspace artifact name
 
 # Secrets Manager stores at most 64 KiB per secret string.
@@ -34,6 +36,19 @@ class PutConnectorRequest(BaseModel):
     # Names of workspace vault secrets merged into the inputs, in this order, after the value.
     secrets: list[ArtifactName] = Field(default_factory=list, max_length=MAX_SECRETS_PER_CONNECTOR)
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _storable_value(cls, value: str) -> str:
+        """The mapping the value holds is merged into execution inputs, which DynamoDB must hold: its
+        numbers, keys and nesting are checked here (flowgate.documents); what YAML itself refuses is
+        the service's 400 (`invalid_connector_value`) when it parses the value."""
+        try:
+            parsed = parse_value(value)
+        except BadRequest:
+            return value  # the service parses it again and answers why not
+        storable(parsed)
+        return value
 
     @field_validator("secrets")
     @classmethod
@@ -76,14 +91,13 @@ class PutSecretRequest(BaseModel):
     def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
             raise ValueError("the secret must hold at least one key")
-        if any(not key for key in value):
-            raise ValueError("keys must not be empty")
         try:
             text = json.dumps(value, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError):
             raise ValueError("the secret must be plain JSON data") from None
         if len(text.encode()) > MAX_SECRET_BYTES:
             raise ValueError(f"the secret is larger than {MAX_SECRET_BYTES // 1024} KiB")
+        storable(value)  # its values become execution inputs: what DynamoDB can hold (flowgate.documents)
         return value
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from flowgate.documents import storable
 from flowgate.names import ArtifactName
 
 # An execution is one DynamoDB item (400 KB at most) holding the script it ran, its inputs, outputs and log,
@@ -122,7 +123,8 @@ def _small(inputs: dict[str, Any]) -> dict[str, Any]:
     return inputs
 
 
-Inputs = Annotated[dict[str, Any], AfterValidator(_small)]
+# What DynamoDB can hold (flowgate.documents: numbers, empty keys, text, depth), then the size.
+Inputs = Annotated[dict[str, Any], AfterValidator(storable), AfterValidator(_small)]
 
 
 class StartExecutionRequest(BaseModel):

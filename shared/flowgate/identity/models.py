@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from flowgate.documents import DisplayName
 from flowgate.identity.entities import (
     CONTRACT_ADMIN_ROLES,
     Contract,
@@ -34,7 +35,8 @@ __all__ = [
     "WorkspaceRole",
 ]
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+# Contract, workspace and token names: text without control, formatting or line-break characters.
+Name = DisplayName
 Username = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._@-]{3,64}$")]
 # Long enough to resist guessing, short enough that hashing cannot be used to burn CPU.
 Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]

@@ -59,12 +59,23 @@ def list_limit(limit: int) -> int:
     return limit
 
 
-def moment(value: int | datetime | None) -> str | None:
-    """A bound of a time range (epoch milliseconds or a datetime) as the sort keys hold it."""
+# The times a bound may name, in epoch milliseconds: 1970-01-01 to 9999-12-31 (what a sort key holds).
+MIN_EPOCH_MS, MAX_EPOCH_MS = 0, 253_402_300_799_999
+
+
+def moment(value: int | datetime | None, what: str = "the time") -> str | None:
+    """A bound of a time range (epoch milliseconds or a datetime) as the sort keys hold it; a 400
+    (`invalid_time`) for milliseconds outside 1970 to 9999."""
     if value is None:
         return None
-    at = value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, tz=UTC)
-    return iso_ms(at)
+    if isinstance(value, datetime):
+        return iso_ms(value)
+    if not MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
+        raise BadRequest(
+            f"{what} must be epoch milliseconds from {MIN_EPOCH_MS} to {MAX_EPOCH_MS} (year 9999)",
+            code="invalid_time",
+        )
+    return iso_ms(datetime.fromtimestamp(value / 1000, tz=UTC))
 
 
 def decision_message(message: str | None) -> str | None:

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from flowgate.documents import DisplayName
+
 STRICT = ConfigDict(extra="forbid")
 
 # A VM's size bounds (seed 002 has none; these are what a hypervisor host of today can give one VM).
@@ -28,8 +30,11 @@ MAX_MESSAGE_CHARS = 16_384
 # longest Standard execution).
 # Seconds are allowed (not only the template minimum of a minute) so that a test can watch a timeout.
 MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS = 1, 365 * 86_400
+# An enterprise limit is stored as a DynamoDB number (at most 38 digits); no hypervisor fleet comes near.
+MAX_LIMIT = 10**12
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+# VM and appliance names: text without control, formatting or line-break characters.
+Name = DisplayName
 TimeoutSeconds = Annotated[int, Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
 FlowName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 
@@ -308,9 +313,9 @@ class Limits(BaseModel):
     None is unlimited."""
 
     model_config = STRICT
-    maxVirtualMachines: Annotated[int, Field(ge=0)] | None = None
-    maxCpu: Annotated[int, Field(ge=0)] | None = None
-    maxRamMb: Annotated[int, Field(ge=0)] | None = None
+    maxVirtualMachines: Annotated[int, Field(ge=0, le=MAX_LIMIT)] | None = None
+    maxCpu: Annotated[int, Field(ge=0, le=MAX_LIMIT)] | None = None
+    maxRamMb: Annotated[int, Field(ge=0, le=MAX_LIMIT)] | None = None
 
 
 class EnterpriseSettings(BaseModel):

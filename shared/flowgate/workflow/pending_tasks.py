@@ -46,7 +46,7 @@ class PendingTasks:
         if type:
             task_type = one_of(TaskType, type.upper(), "type", [t.value for t in TaskType])
             operation = task_type.value.lower()
-        low, high = moment(since), moment(until)
+        low, high = moment(since, "since"), moment(until, "until")
         if low and high and low > high:
             raise BadRequest("since is after until", code="invalid_request")
         records, nxt = self.tasks.pending(
