@@ -84,6 +84,8 @@ class Gateway:
         self.account_id = account_id
         self._ready = threading.Event()
         self._stopping = threading.Event()
+        self._closing = threading.Lock()  # `stop()` wakes the loop only while its trigger is open
+        self._closed = False
         self._server = _Server(
             self.wsgi,
             host="127.0.0.1",
@@ -123,12 +125,17 @@ class Gateway:
 
     def stop(self) -> None:
         """Stop serving, close every connection and the socket (idempotent)."""
-        self._stopping.set()
-        if self._thread.is_alive():
+        with self._closing:
+            self._stopping.set()
+            if self._closed:
+                return
+            if not self._thread.is_alive():
+                self._close()
+                return
+            # Under the lock the loop cannot have closed the trigger yet (a closed descriptor's
+            # number may already belong to another file).
             self._server.pull_trigger()
-            self._thread.join()
-        else:
-            self._close()
+        self._thread.join()
 
     def respond(self, request: HttpRequest) -> HttpResponse:
         """The response to one request (the HTTP plumbing is waitress's and `wsgi`'s)."""
@@ -192,9 +199,11 @@ class Gateway:
             while not self._stopping.is_set():
                 wasyncore.loop(timeout=_LOOP_SECONDS, map=self._server.socket_map, use_poll=True, count=1)
         finally:
-            self._close()
+            with self._closing:
+                self._close()
 
     def _close(self) -> None:
+        self._closed = True
         for channel in list(self._server.socket_map.values()):
             channel.close()
         self._server.task_dispatcher.shutdown(timeout=1)
