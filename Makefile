@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 export PARAMETER_OVERRIDES
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format typecheck validate unit handler e2e bench build openapi smoke clean
+.PHONY: run test lint format typecheck validate unit handler e2e fuzz bench build openapi smoke clean
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ handler: $(VENV)/.installed
 
 e2e: $(VENV)/.installed
 	$(PY) -m pytest -q tests/e2e
+
+## fuzz: schemathesis from our OpenAPI against a local stack of its own (bounded, fixed seed; in `make test`)
+fuzz: $(VENV)/.installed
+	$(PY) -m pytest -q tests/fuzz
 
 ## bench: measured figures (import ratio per function, ...), printed and kept in benchmarks/results/
 bench: $(VENV)/.installed

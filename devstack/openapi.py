@@ -95,6 +95,17 @@ ERROR_SCHEMA = {
         }
     },
 }
+# What API Gateway itself answers, before any function runs: `{"message": ...}` (devstack.apigw).
+GATEWAY_ERROR_SCHEMA = {
+    "type": "object",
+    "title": "GatewayError",
+    "description": "An answer of API Gateway itself, before the request reached Flowgate.",
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}},
+}
+GATEWAY_ERRORS = {
+    "431": "The request line and headers exceed API Gateway's quota (answered by the gateway)",
+}
 ERROR_DESCRIPTIONS = {
     "400": "The request is invalid (validation_error, malformed_json, too_deep, unstorable_number, "
     "empty_key, invalid_text, invalid_name, invalid_cursor, invalid_time, ...); nothing was changed",
@@ -284,9 +295,13 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
             responses = _successes(route, operation, returns.get(route, ""))
             for status in sorted(_error_statuses(route, operation)):
                 responses[status] = _error_answer(status)
+            gateway_error = {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayError"}}}
+            for status, description in GATEWAY_ERRORS.items():
+                responses[status] = {"description": description, "content": gateway_error}
             operation["responses"] = dict(sorted(responses.items()))
     schemas = document["components"]["schemas"]
     schemas["Error"] = ERROR_SCHEMA
+    schemas["GatewayError"] = GATEWAY_ERROR_SCHEMA
     used = _references(document["paths"])
     pending = list(used)
     while pending:  # what the schemas used refer to, in turn

@@ -33,7 +33,9 @@ API_ROOT = "/api/latest"
 
 # The paging parameters of every collection route.
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=2048, description="`next` of the previous page")]
+Cursor = Annotated[
+    str | None, Query(max_length=2048, pattern=r"^[A-Za-z0-9_-]+$", description="`next` of the previous page")
+]
 
 
 class Listing(BaseModel, Generic[T]):

@@ -210,13 +210,24 @@ def test_a_forged_cursor_is_a_400(flows_api: Api, tenants: tuple[Tenant, Tenant]
     for cursor in (
         _forged({"PK": f"WS#{b.workspace_id}", "SK": "FLOW#hello"}),  # another tenant's key, unsealed
         _forged({"PK": {"S": "x"}}),  # type: ignore[dict-item]
-        "not-base64-%%%",
         "A" * 200,
     ):
         answer = flows_api.call(
             "GET", f"{A}/workspaces/{a.workspace_id}/flows", token=a.admin_token, query={"cursor": cursor}
         )
         _refused(answer, "invalid_cursor")
+
+
+def test_a_cursor_outside_base64url_is_refused_by_the_documented_pattern(
+    flows_api: Api, tenants: tuple[Tenant, Tenant]
+) -> None:
+    a, _ = tenants
+    # ASCII only: a cursor of 2048 four-byte characters is 24 KB once percent-encoded, past the gateway.
+    for cursor in ("not-base64-%%%", "\U000f4259" * 2048, "a b"):
+        answer = flows_api.call(
+            "GET", f"{A}/workspaces/{a.workspace_id}/flows", token=a.admin_token, query={"cursor": cursor}
+        )
+        _refused(answer, "validation_error", "cursor")
 
 
 def test_a_cursor_replayed_on_another_listing_is_a_400(

@@ -272,6 +272,48 @@ def test_outputs_over_64_kib_end_the_execution_in_error(rig: Rig):
     assert done["outputs"] == {}
 
 
+@pytest.mark.parametrize(
+    ("value", "path"), [("1e-200", "outputs.n"), ("10 ** 40", "outputs.n"), ("{'': 1}", "outputs.n")]
+)
+def test_outputs_dynamodb_cannot_hold_end_the_execution_in_error(rig: Rig, value: str, path: str):
+    # Given a flow whose outputs hold a value DynamoDB cannot store
+    eid = rig.start("unstorable", f"def handler(system, this):\n    return {{'n': {value}}}\n")
+
+    # When it runs
+    answer, _ = rig.deliver()
+
+    # Then it ends error naming the path, with no outputs stored (and the batch item did not fail)
+    assert answer == {"batchItemFailures": []}
+    done = rig.read(eid)
+    assert done["status"] == "error"
+    assert path in done["message"], done["message"]
+    assert "cannot be stored" in done["message"]
+    assert done["outputs"] == {}
+
+
+def test_a_child_with_inputs_dynamodb_cannot_hold_is_refused_to_the_script(rig: Rig):
+    # Given a parent that starts a child flow with a 41-digit input, and reports what it was told
+    rig.put_flow("child", "def handler(system, this):\n    return {}\n")
+    eid = rig.start(
+        "parent",
+        "def handler(system, this):\n"
+        "    try:\n"
+        "        this.flow('child', n=10 ** 40)\n"
+        "    except Exception as exc:\n"
+        "        return {'refused': str(exc)}\n"
+        "    return {'refused': None}\n",
+    )
+
+    # When it runs
+    rig.deliver()
+
+    # Then the script was told why, and no child was made
+    done = rig.read(eid)
+    assert done["status"] == "success", done
+    assert "inputs.n" in done["outputs"]["refused"], done["outputs"]
+    assert [e["id"] for e in rig.executions()] == [eid]
+
+
 def test_outputs_just_under_the_limit_are_kept(rig: Rig):
     eid = rig.start("fits", "def handler(system, this):\n    return {'big': 'x' * (63 * 1024)}\n")
     rig.deliver()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowgate import sandbox
 from flowgate.clock import iso, now
+from flowgate.documents import check_document, document_error
 from flowgate.errors import BadRequest, Conflict, NotFound
 from flowgate.flows.models import ExecutionStatus, ExecutionType
 from flowgate.flows.ports import ConnectionRun, Connections, TaskDone
@@ -148,10 +149,9 @@ class Runner:
             self._finish(item["id"], ExecutionStatus.ERROR, message=message, duration_ms=duration_ms)
             return
         outputs = run.outputs
-        size = len(json.dumps(outputs))
-        if size > MAX_OUTPUT_BYTES:  # e.g. a large answer decoded to more bytes than it arrived as
-            message = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
-            self._finish(item["id"], ExecutionStatus.ERROR, message=message, duration_ms=duration_ms)
+        problem = _unstorable(outputs)  # e.g. a large answer, or a number DynamoDB cannot hold
+        if problem is not None:
+            self._finish(item["id"], ExecutionStatus.ERROR, message=problem, duration_ms=duration_ms)
             return
         self._finish(item["id"], ExecutionStatus.SUCCESS, outputs=outputs, duration_ms=duration_ms)
 
@@ -180,10 +180,9 @@ class Runner:
             "log_truncated": result.log_truncated,
             "duration_ms": result.duration_ms,
         }
-        size = len(json.dumps(result.outputs))
-        if size > MAX_OUTPUT_BYTES:  # whatever the status: the item could not be written otherwise
+        note = _unstorable(result.outputs)
+        if note is not None:  # whatever the status: the item could not be written otherwise
             fields["outputs"] = {}
-            note = f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
             if status == ExecutionStatus.SUCCESS:
                 status, result.message = ExecutionStatus.ERROR, note
             else:
@@ -270,6 +269,7 @@ class ScriptCalls:
         inputs = args.get("inputs") or {}
         if not isinstance(inputs, dict):
             raise BadRequest("inputs must be a mapping")
+        check_document(inputs, "inputs")  # as the API checks the inputs it is given
         starter = self.execution["started_by"]
         flows = self.runner.flows
         if args.get("kind") == "connection":
@@ -379,3 +379,12 @@ class ScriptCalls:
                 )
             }
         raise BadRequest("kind must be flow, connector, secret_names or execution")
+
+
+def _unstorable(outputs: Any) -> str | None:
+    """Why an execution's outputs cannot be stored (too large, or a value DynamoDB cannot hold), or None."""
+    size = len(json.dumps(outputs))
+    if size > MAX_OUTPUT_BYTES:
+        return f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+    error = document_error(outputs)
+    return None if error is None else f"the outputs cannot be stored: {error.under('outputs')}"
