@@ -147,6 +147,7 @@ def config(world: World) -> str:
 def schemathesis(
     stack: StackProcess, config_file: Path, token: str, *selection: str
 ) -> subprocess.CompletedProcess[str]:
+    """Run `st run` in the config's directory (where it keeps its cache), one request at a time."""
     command = [
         str(Path(sys.executable).with_name("st")),
         "--config-file",
@@ -179,7 +180,13 @@ def schemathesis(
         *selection,
     ]
     return subprocess.run(
-        command, check=False, capture_output=True, text=True, timeout=900, env={**os.environ, "NO_COLOR": "1"}
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "NO_COLOR": "1"},
+        cwd=config_file.parent,
     )
 
 
