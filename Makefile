@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 export PARAMETER_OVERRIDES
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format typecheck validate unit handler e2e fuzz bench build openapi smoke clean
+.PHONY: run test lint format typecheck validate unit handler e2e fuzz keys bench build openapi smoke clean
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ e2e: $(VENV)/.installed
 ## fuzz: schemathesis from our OpenAPI against a local stack of its own (bounded, fixed seed; in `make test`)
 fuzz: $(VENV)/.installed
 	$(PY) -m pytest -q tests/fuzz
+
+## keys: two RSA key pairs and each side's sync config key fields, ready to paste (workspace linking)
+keys: $(VENV)/.installed
+	@PYTHONPATH=shared $(PY) -m flowgate.sync.keys
 
 ## bench: measured figures (import ratio per function, ...), printed and kept in benchmarks/results/
 bench: $(VENV)/.installed
