@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,13 @@ from benchmarks.moto_support import (
     script_main,
 )
 from benchmarks.run import Options, Row
+from tests.support import guessing
 
 SOURCE_IP = "198.51.100.7"
 SOURCE_LIMIT, ACCOUNT_LIMIT = 50, 5  # the throttle's defaults, which the verdicts check
 SOURCE_HORIZON = 900  # simulated seconds
 ACCOUNT_HORIZON = 3600
 PAIRS = 20
-THREADS = 16
 CHILD_TIMEOUT_SECONDS = 300.0
 
 
@@ -149,33 +148,6 @@ def _attack(client: Client, clock: SimClock, horizon: int, username_of: Any) -> 
     }
 
 
-def _concurrent(authenticator: Any, username_of: Any) -> dict[str, int]:
-    from flowgate.errors import TooManyRequests, Unauthorized
-
-    outcomes = {"401": 0, "429": 0}
-    lock = threading.Lock()
-    barrier = threading.Barrier(THREADS)
-
-    def guesser(thread: int) -> None:
-        barrier.wait()
-        for attempt in range(8):
-            try:
-                authenticator.login(username_of(thread, attempt), f"guess-{thread}-{attempt}", SOURCE_IP)
-            except Unauthorized:
-                outcome = "401"
-            except TooManyRequests:
-                outcome = "429"
-            with lock:
-                outcomes[outcome] += 1
-
-    threads = [threading.Thread(target=guesser, args=(t,)) for t in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
-
-
 def _costs(client: Client) -> dict[str, Any]:
     """Median wall time and the AWS calls of a 401 (not the one that locks), a 429 and a 200."""
     costs: dict[str, list[tuple[float, int]]] = {"401": [], "429": [], "200": []}
@@ -257,9 +229,13 @@ def child(result_path: Path) -> None:
 
         with serialized_dynamodb():
             throttle.clock = SimClock(5)  # frozen: no lock ends during the phase
-            result["threads_account"] = _concurrent(container().authenticator, lambda _t, _a: "member-a")
+            result["threads_account"] = guessing.guess_concurrently(
+                container().authenticator, lambda _t, _a: "member-a", SOURCE_IP
+            )
             throttle.clock = SimClock(6)
-            result["threads_source"] = _concurrent(container().authenticator, lambda t, a: f"thread-{t}-{a}")
+            result["threads_source"] = guessing.guess_concurrently(
+                container().authenticator, lambda t, a: f"thread-{t}-{a}", SOURCE_IP
+            )
     result_path.write_text(json.dumps(result))
 
 
@@ -332,8 +308,8 @@ def _rows(result: dict[str, Any]) -> list[Row]:
                     "accepted_401": accepted,
                     "over_limit": accepted - limit,
                 },
-                "PASS" if limit <= accepted <= limit + THREADS - 1 else "OVER",
-                goal=f"accepted failures within the limit plus the {THREADS - 1} other attempts in flight",
+                "PASS" if limit <= accepted <= limit + guessing.THREADS - 1 else "OVER",
+                goal=f"accepted failures within the limit plus the {guessing.THREADS - 1} others in flight",
             )
         )
     return rows

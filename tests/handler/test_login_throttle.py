@@ -17,7 +17,7 @@ import pytest
 from botocore.client import BaseClient
 
 from flowgate import passwords
-from flowgate.errors import Forbidden, TooManyRequests, Unauthorized
+from flowgate.errors import Forbidden
 from flowgate.identity.auth import Authenticator
 from flowgate.identity.store import account_throttle_key, source_throttle_key
 from flowgate.identity.throttle import Policy, source_of
@@ -25,6 +25,7 @@ from flowgate.observability import logger
 from flowgate.wiring import container
 from tests.handler.conftest import ADMIN, Answer, Api, Tenant, lambda_context
 from tests.support.apigw import SOURCE_IP, http_request, through_gateway
+from tests.support.guessing import ATTEMPTS, THREADS, guess_concurrently
 
 A = "/api/latest"
 LOGIN = f"{A}/auth/login"
@@ -431,34 +432,6 @@ def test_the_decoy_is_stored_once_and_is_nobody(
 # ---- concurrency ------------------------------------------------------------------------------------
 
 
-THREADS = 16
-
-
-def _guess_concurrently(authenticator: Authenticator, usernames: Callable[[int, int], str]) -> dict[str, int]:
-    outcomes = {"401": 0, "429": 0}
-    lock = threading.Lock()
-    start = threading.Barrier(THREADS)
-
-    def guesser(thread: int) -> None:
-        start.wait()
-        for attempt in range(8):
-            try:
-                authenticator.login(usernames(thread, attempt), f"guess-{thread}-{attempt}", SOURCE_IP)
-            except Unauthorized:
-                outcome = "401"
-            except TooManyRequests:
-                outcome = "429"
-            with lock:
-                outcomes[outcome] += 1
-
-    threads = [threading.Thread(target=guesser, args=(t,)) for t in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
-
-
 @pytest.fixture
 def frozen(api: Api, atomic_writes: None) -> Authenticator:
     authenticator = container().authenticator
@@ -470,10 +443,10 @@ def test_sixteen_threads_guessing_one_password_get_at_most_a_race_margin_past_th
     tenants: tuple[Tenant, Tenant], frozen: Authenticator, verifications: Verifications
 ):
     # When 16 threads guess member-a's password at once, 8 times each
-    outcomes = _guess_concurrently(frozen, lambda _t, _a: "member-a")
+    outcomes = guess_concurrently(frozen, lambda _t, _a: "member-a", SOURCE_IP)
     # Then every guess was answered, at most the guesses in flight when the lock landed got past the
     # limit of 5, and the counter holds exactly the guesses that were verified
-    assert outcomes["401"] + outcomes["429"] == THREADS * 8
+    assert outcomes["401"] + outcomes["429"] == THREADS * ATTEMPTS
     assert 5 <= outcomes["401"] <= 5 + THREADS - 1, outcomes
     assert verifications.count == outcomes["401"]
     assert counter(account_throttle_key("member-a"))["failures"] == outcomes["401"]
@@ -482,8 +455,8 @@ def test_sixteen_threads_guessing_one_password_get_at_most_a_race_margin_past_th
 def test_sixteen_threads_guessing_many_usernames_from_one_source_are_held_at_its_limit(
     tenants: tuple[Tenant, Tenant], frozen: Authenticator, verifications: Verifications
 ):
-    outcomes = _guess_concurrently(frozen, lambda thread, attempt: f"user-{thread}-{attempt}")
-    assert outcomes["401"] + outcomes["429"] == THREADS * 8
+    outcomes = guess_concurrently(frozen, lambda thread, attempt: f"user-{thread}-{attempt}", SOURCE_IP)
+    assert outcomes["401"] + outcomes["429"] == THREADS * ATTEMPTS
     assert 50 <= outcomes["401"] <= 50 + THREADS - 1, outcomes
     assert verifications.count == outcomes["401"]
     assert counter(source_throttle_key(SOURCE_IP))["failures"] == outcomes["401"]
