@@ -208,9 +208,10 @@ class Table:
         kwargs: dict[str, Any] = {"TableName": self.name, "Item": _to_wire(item)}
         if condition:
             kwargs["ConditionExpression"] = condition
+        client = self.client  # one client for the call and its exceptions (threads may race its creation)
         try:
-            self.client.put_item(**kwargs)
-        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            client.put_item(**kwargs)
+        except client.exceptions.ConditionalCheckFailedException as exc:
             raise Conflict(conflict or "the resource already exists") from exc
 
     def update(
@@ -235,9 +236,10 @@ class Table:
             kwargs["ExpressionAttributeNames"] = dict(names)
         if values:
             kwargs["ExpressionAttributeValues"] = _to_wire(values)
+        client = self.client
         try:
-            raw = self.client.update_item(**kwargs)
-        except self.client.exceptions.ConditionalCheckFailedException:
+            raw = client.update_item(**kwargs)
+        except client.exceptions.ConditionalCheckFailedException:
             return None
         return _from_wire(raw["Attributes"])
 
@@ -273,9 +275,10 @@ class Table:
         start = decode_cursor(cursor, scope)
         if start:
             kwargs["ExclusiveStartKey"] = start
+        client = self.client
         try:
-            raw = self.client.query(**kwargs)
-        except self.client.exceptions.ClientError as exc:
+            raw = client.query(**kwargs)
+        except client.exceptions.ClientError as exc:
             if start and exc.response.get("Error", {}).get("Code") == "ValidationException":
                 raise BadRequest(_INVALID_CURSOR, code="invalid_cursor") from exc
             raise
@@ -329,9 +332,10 @@ class Table:
         for _ in range(max_reads):
             if start:
                 kwargs["ExclusiveStartKey"] = start
+            client = self.client
             try:
-                raw = self.client.query(**kwargs)
-            except self.client.exceptions.ClientError as exc:
+                raw = client.query(**kwargs)
+            except client.exceptions.ClientError as exc:
                 if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
                     raise BadRequest(_INVALID_CURSOR, code="invalid_cursor") from exc
                 raise
@@ -368,9 +372,10 @@ class Table:
             if w.values:
                 op["ExpressionAttributeValues"] = _to_wire(w.values)
             request.append({w.kind: op})
+        client = self.client
         try:
-            self.client.transact_write_items(TransactItems=request)
-        except self.client.exceptions.TransactionCanceledException as exc:
+            client.transact_write_items(TransactItems=request)
+        except client.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons", [])
             for write, reason in zip(writes, reasons, strict=False):
                 if reason.get("Code") == "ConditionalCheckFailed":

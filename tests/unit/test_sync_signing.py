@@ -159,6 +159,11 @@ def test_a_signature_without_a_nonce_is_refused():
     _refused(signing.INVALID_SIGNATURE, headers)
 
 
+def test_a_nonce_too_long_for_a_table_key_is_refused():
+    _refused(signing.INVALID_SIGNATURE, signing.sign_request(_key(), "POST", URL, BODY, nonce="n" * 129))
+    _verify(signing.sign_request(_key(), "POST", URL, BODY, nonce="n" * 128))
+
+
 def test_an_unknown_key_is_refused():
     headers = signing.sign_request(_key(1), "POST", URL, BODY)
     _refused(signing.INVALID_SIGNATURE, headers, keys=_trusted(_key()))

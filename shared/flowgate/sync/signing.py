@@ -38,6 +38,7 @@ CONTENT_TYPE = "application/json"
 REQUEST_TAG, RESPONSE_TAG = "flowgate-sync", "flowgate-sync-response"
 REQUEST_COMPONENTS = ("@method", "@target-uri", "content-type", "content-digest")
 RESPONSE_COMPONENTS = ("@status", "content-type", "content-digest")
+MAX_NONCE_CHARS = 128
 MAX_SIGNATURE_HEADER = 4096  # an RSA-8192 signature is ~1.4 KB in base64
 
 # Why a signed message was refused (the 401's code).
@@ -115,6 +116,8 @@ def verify_request(
     nonce = result.nonce
     if not isinstance(nonce, str) or not nonce:
         raise Unauthorized("the signature has no nonce", code=INVALID_SIGNATURE)
+    if len(nonce) > MAX_NONCE_CHARS:  # it becomes part of a table key
+        raise Unauthorized(f"the nonce is longer than {MAX_NONCE_CHARS} characters", code=INVALID_SIGNATURE)
     key_id = str(result.parameters["keyid"])
     if not nonces.remember(key_id, nonce, ttl_seconds=int(2 * MAX_SKEW.total_seconds())):
         raise Unauthorized("this request was seen before (its nonce is not new)", code=REPLAYED_NONCE)
