@@ -63,7 +63,7 @@ fuzz: $(VENV)/.installed
 
 ## keys: two RSA key pairs and each side's sync config key fields, ready to paste (workspace linking)
 keys: $(VENV)/.installed
-	@PYTHONPATH=shared $(PY) -m flowgate.sync.keys
+	@PYTHONPATH=shared $(PY) -m devstack.keys
 
 ## bench: measured figures (import ratio per function, ...), printed and kept in benchmarks/results/
 bench: $(VENV)/.installed

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from devstack.keys import main as make_keys
 from flowgate.errors import BadRequest
 from flowgate.sync import keys
 
@@ -113,7 +114,7 @@ def test_refusals_never_echo_the_key():
 
 
 def test_make_keys_prints_two_pairs_each_side_trusting_the_other(capsys: pytest.CaptureFixture[str]):
-    assert keys.main() == 0
+    assert make_keys() == 0
     printed = capsys.readouterr().out
     blocks = [json.loads(b) for b in re.findall(r"^\{.*?^\}", printed, flags=re.S | re.M)]
     controlling, controlled = blocks

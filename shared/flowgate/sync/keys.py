@@ -6,14 +6,12 @@ a private key, so a private key pasted as the peer's public key is refused inste
 it would be shown. A key's fingerprint is the SHA-256 of its SubjectPublicKeyInfo (DER), in hex: what
 the configs show, and the `keyid` on the wire.
 
-`python -m flowgate.sync.keys` (`make keys`) prints two key pairs and, for each side of a link, the key
-fields of its sync config ready to paste.
+`make keys` (devstack.keys) prints two pairs made by `generate`, with each side's config key fields.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -105,19 +103,3 @@ def _pem_bytes(pem: str, field: str) -> bytes:
 
 def _refused(field: str, problem: str) -> BadRequest:
     return BadRequest(f"{field} {problem}", code=INVALID_KEY)
-
-
-def main() -> int:
-    """Print two pairs, and each side's sync config key fields (controlling: A, controlled: B)."""
-    a, b = generate(), generate()
-    print("# Controlling side (A): its sync config links to B")
-    print(json.dumps({"own_private_key": a.private_pem, "remote_public_key": b.public_pem}, indent=2))
-    print(f"# A's key fingerprint (its keyid): {a.fingerprint}\n")
-    print("# Controlled side (B): its sync config of the same name trusts A")
-    print(json.dumps({"own_private_key": b.private_pem, "remote_public_key": a.public_pem}, indent=2))
-    print(f"# B's key fingerprint (its keyid): {b.fingerprint}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
