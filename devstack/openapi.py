@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from devstack.lambdas import add_layer_paths, load_handler_module
 from devstack.model import FunctionSpec
 from devstack.provision import DEFAULT_TEMPLATE
@@ -126,7 +128,8 @@ WWW_AUTHENTICATE = {"description": "The schemes accepted: Bearer, Basic", "schem
 HEALTH = ("GET", "/api/latest/health")
 LOGIN = ("POST", "/api/latest/auth/login")
 DECISION = ("POST", "/api/object/task/{uuid}/action/{decision}")
-PUBLIC = {HEALTH, LOGIN}
+SYNC_EXCHANGE = ("POST", "/api/latest/sync_config/{name}/sync")  # authenticated by its RFC 9421 signature
+PUBLIC = {HEALTH, LOGIN, SYNC_EXCHANGE}
 NEVER_FORBIDDEN = {HEALTH, LOGIN, ("GET", "/api/latest/auth/me")}
 # Routes whose handler returns a `Response`: the statuses it answers with, and its body schema, as a
 # schema reference name, "anyOf:<name>|<name>", None for no body, or "" for the resolver's own schema.
@@ -152,6 +155,9 @@ SUCCESS: dict[tuple[str, str], dict[str, str | None]] = {
         "202": "anyOf:Task|TaskCollection"  # one task per VM: an appliance of one VM answers the task
     },
     DECISION: {"200": "", "202": ""},  # 202: a continue won (the jobs start next); 200: a cancel, a repeat
+    ("PUT", "/api/latest/workspaces/{ws}/sync_config/{name}"): {"200": "", "201": ""},
+    ("DELETE", "/api/latest/workspaces/{ws}/sync_config/{name}"): {"204": None},
+    SYNC_EXCHANGE: {"200": "Envelope"},  # the answering envelope, as the signed bytes
 }
 # Routes that take `If-Match: <version>` (optimistic concurrency, 412 when stale).
 IF_MATCH = {
@@ -257,6 +263,13 @@ def _error_answer(status: str) -> dict[str, Any]:
     return answer
 
 
+def _model_schemas(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's schema and those it refers to, as components."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {model.__name__: schema, **defs}
+
+
 def _references(node: Any) -> set[str]:
     if isinstance(node, dict):
         found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
@@ -302,6 +315,11 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
     schemas = document["components"]["schemas"]
     schemas["Error"] = ERROR_SCHEMA
     schemas["GatewayError"] = GATEWAY_ERROR_SCHEMA
+    from flowgate.sync.protocol import Envelope
+
+    schemas.update(
+        _model_schemas(Envelope)
+    )  # the exchange answers signed bytes, not a model the resolver sees
     used = _references(document["paths"])
     pending = list(used)
     while pending:  # what the schemas used refer to, in turn

@@ -109,3 +109,50 @@ class FlowJobs:
             task_id=task.taskId,
             execution_id=execution_id,
         )
+
+
+class SyncExecutions:
+    """sync.ports.Executions on the flows service: the executions workspace links make and update."""
+
+    def __init__(self, flows: FlowService) -> None:
+        self.flows = flows
+
+    def receive_run(
+        self,
+        workspace_id: str,
+        execution_id: str,
+        *,
+        flow: str,
+        script: str,
+        inputs: Mapping[str, Any],
+        started_by: str,
+        origin: Mapping[str, Any],
+    ) -> None:
+        self.flows.receive_remote_run(
+            workspace_id,
+            execution_id,
+            flow=flow,
+            script=script,
+            inputs=inputs,
+            started_by=started_by,
+            origin=origin,
+        )
+
+    def cancel_run(self, execution_id: str, message: str) -> None:
+        self.flows.cancel_run(execution_id, message)
+
+    def linked_execution(self, execution_id: str) -> Mapping[str, Any] | None:
+        return self.flows.execution_link(execution_id)
+
+    def apply_remote_status(self, execution_id: str, status: str, fields: Mapping[str, Any]) -> None:
+        self.flows.apply_remote_status(execution_id, status, fields)
+
+    def mirror(
+        self, workspace_id: str, execution_id: str, snapshot: Mapping[str, Any], origin: Mapping[str, Any]
+    ) -> None:
+        self.flows.put_mirror(workspace_id, execution_id, snapshot, origin)
+
+    def executions_page(
+        self, workspace_id: str, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return self.flows.executions_page(workspace_id, cursor)

@@ -25,6 +25,9 @@ class Settings(BaseModel):
     execution_retention_days_limited: int = Field(default=7, ge=1)
     execution_retention_days_full: int = Field(default=90, ge=1)
     max_stored_executions_limited: int = Field(default=1000, ge=1)
+    sync_queue_url: str = ""
+    sync_long_poll_seconds: float = Field(default=20.0, ge=0, le=25)
+    sync_poll_seconds: float = Field(default=50.0, ge=0, le=800)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -43,4 +46,7 @@ class Settings(BaseModel):
             execution_retention_days_limited=int(environ.get("EXECUTION_RETENTION_DAYS_LIMITED", "7")),
             execution_retention_days_full=int(environ.get("EXECUTION_RETENTION_DAYS_FULL", "90")),
             max_stored_executions_limited=int(environ.get("MAX_STORED_EXECUTIONS_LIMITED", "1000")),
+            sync_queue_url=environ.get("SYNC_QUEUE_URL", ""),
+            sync_long_poll_seconds=float(environ.get("SYNC_LONG_POLL_SECONDS", "20")),
+            sync_poll_seconds=float(environ.get("SYNC_POLL_SECONDS", "50")),
         )

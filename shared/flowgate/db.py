@@ -204,10 +204,22 @@ class Table:
                 request = raw.get("UnprocessedKeys") or None
         return out
 
-    def put(self, item: Mapping[str, Any], *, condition: str | None = None, conflict: str = "") -> None:
+    def put(
+        self,
+        item: Mapping[str, Any],
+        *,
+        condition: str | None = None,
+        conflict: str = "",
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
         kwargs: dict[str, Any] = {"TableName": self.name, "Item": _to_wire(item)}
         if condition:
             kwargs["ConditionExpression"] = condition
+        if names:
+            kwargs["ExpressionAttributeNames"] = dict(names)
+        if values:
+            kwargs["ExpressionAttributeValues"] = _to_wire(values)
         client = self.client  # one client for the call and its exceptions (threads may race its creation)
         try:
             client.put_item(**kwargs)
@@ -350,6 +362,40 @@ class Table:
             if not start:
                 return Page(found, None)
         return Page(found, encode_cursor(start, scope))
+
+    def delete_many(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete items by key, 25 per BatchWriteItem (unprocessed ones retried); missing ones are fine."""
+        pending = [
+            {"DeleteRequest": {"Key": _to_wire({"PK": pk, "SK": sk})}} for pk, sk in dict.fromkeys(keys)
+        ]
+        while pending:
+            chunk, pending = pending[:25], pending[25:]
+            request: Any = {self.name: chunk}
+            while request:
+                raw = self.client.batch_write_item(RequestItems=request)
+                request = raw.get("UnprocessedItems") or None
+
+    def count(self, pk_value: str, *, sk_prefix: str | None = None) -> int:
+        """How many items a partition holds (a Query with Select=COUNT, page by page)."""
+        expression, names = "#pk = :pk", {"#pk": "PK"}
+        values: dict[str, Any] = {":pk": pk_value}
+        if sk_prefix:
+            expression += " AND begins_with(#sk, :sk)"
+            names["#sk"], values[":sk"] = "SK", sk_prefix
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _to_wire(values),
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            raw = self.client.query(**kwargs)
+            total += int(raw.get("Count", 0))
+            if "LastEvaluatedKey" not in raw:
+                return total
+            kwargs["ExclusiveStartKey"] = raw["LastEvaluatedKey"]
 
     def transact(self, writes: Sequence[Write]) -> None:
         """All writes or none; a failed condition raises Conflict with that write's message."""

@@ -45,3 +45,9 @@ class ApprovalEvent(QueueMessage):
     task_id: str
     request_id: str
     token: str | None = None
+
+
+class SyncDue(QueueMessage):
+    """A sync config whose peer has messages waiting, for the sync sender (SyncQueue)."""
+
+    sync_config: str

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     from flowgate.identity.auth import Authenticator
     from flowgate.identity.service import IdentityService
     from flowgate.identity.store import IdentityStore
+    from flowgate.sync.apply import Applier
+    from flowgate.sync.configs import SyncConfigs
+    from flowgate.sync.exchange import Receiver, Sender
+    from flowgate.sync.exchange import Settings as ExchangeSettings
+    from flowgate.sync.links import KeyRing
+    from flowgate.sync.outbox import Outbox
+    from flowgate.sync.remote_runs import RemoteRuns
+    from flowgate.sync.store import SyncStore
     from flowgate.workflow.announcements import Announcements
     from flowgate.workflow.bindings import OperationBindings
     from flowgate.workflow.decisions import Decisions
@@ -127,6 +135,7 @@ class Container:
             ExecutionQueue(s.execution_queue_url),
             retention,
             self._is_active,
+            links=self.remote_runs,
         )
 
     @cached_property
@@ -161,6 +170,93 @@ class Container:
         from flowgate.bridges import ConnectorCalls
 
         return ConnectorCalls(self.connectors, self.run_context)
+
+    # ---- workspace linking (sync) ----
+    @cached_property
+    def sync_store(self) -> SyncStore:
+        from flowgate.sync.store import SyncStore
+
+        return SyncStore(self.table)
+
+    @cached_property
+    def sync_outbox(self) -> Outbox:
+        from flowgate.sync.adapters import SqsTrigger
+        from flowgate.sync.outbox import Outbox
+
+        return Outbox(self.sync_store, SqsTrigger(self.settings.sync_queue_url))
+
+    @cached_property
+    def remote_runs(self) -> RemoteRuns:
+        from flowgate.sync.remote_runs import RemoteRuns
+
+        return RemoteRuns(self.sync_store, self.sync_outbox)
+
+    @cached_property
+    def sync_keys(self) -> KeyRing:
+        """The links' keys, loaded once per container and key version."""
+        from flowgate.sync.adapters import SecretsManagerKeys
+        from flowgate.sync.links import KeyRing
+
+        return KeyRing(SecretsManagerKeys(self.settings.stage))
+
+    @cached_property
+    def sync_configs(self) -> SyncConfigs:
+        from flowgate.clock import now
+        from flowgate.sync.adapters import SecretsManagerKeys
+        from flowgate.sync.configs import SyncConfigs
+        from flowgate.url_guard import OutboundPolicy
+
+        return SyncConfigs(
+            self.sync_store,
+            self.identity,
+            self.identity,
+            vault=SecretsManagerKeys(self.settings.stage),
+            policy=OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
+            clock=now,
+        )
+
+    @cached_property
+    def exchange_settings(self) -> ExchangeSettings:
+        from flowgate.sync.exchange import Settings as ExchangeSettings
+
+        return ExchangeSettings(long_poll_seconds=self.settings.sync_long_poll_seconds)
+
+    @cached_property
+    def sync_applier(self) -> Applier:
+        from flowgate.bridges import SyncExecutions
+        from flowgate.sync.apply import Applier
+
+        return Applier(SyncExecutions(self.flows), self.sync_outbox)
+
+    @cached_property
+    def sync_receiver(self) -> Receiver:
+        from flowgate.sync.exchange import Receiver
+        from flowgate.sync.store import TableNonceStore
+
+        return Receiver(
+            self.sync_store,
+            self.sync_keys,
+            nonces=TableNonceStore(self.table),
+            applier=self.sync_applier,
+            settings=self.exchange_settings,
+        )
+
+    @cached_property
+    def sync_sender(self) -> Sender:
+        from flowgate.bridges import SyncExecutions
+        from flowgate.sync.adapters import GuardedTransport
+        from flowgate.sync.exchange import Sender
+        from flowgate.url_guard import OutboundPolicy
+
+        return Sender(
+            self.sync_store,
+            self.sync_keys,
+            applier=self.sync_applier,
+            outbox=self.sync_outbox,
+            executions=SyncExecutions(self.flows),
+            transport=GuardedTransport(OutboundPolicy.from_allow_list(self.settings.outbound_allow_list)),
+            settings=self.exchange_settings,
+        )
 
     # ---- active flows ----
     @cached_property

@@ -58,11 +58,12 @@ class Stack:
         self.process.stop()
 
 
-def launch(tmp: Path, env: dict[str, str]) -> Stack:
+def launch(tmp: Path, env: dict[str, str], *, extra_overrides: str = "", **options: Any) -> Stack:
     log = tmp / "stack.stderr.log"
     process = start_stack(
         env={"FLOWGATE_LOCAL_SCHEDULE_SECONDS": "1", **env},
-        parameter_overrides=OVERRIDES,
+        parameter_overrides=f"{OVERRIDES} {extra_overrides}".strip(),
+        **options,
         stderr=log.open("w"),
     )
     return Stack(process, log)

@@ -655,7 +655,7 @@ def test_a_child_flow_runs_and_its_parent_gets_its_outputs(rig: Rig):
     assert rig.queue.receive() == []
 
 
-def test_a_remote_workspace_flow_ends_in_error_saying_linking_is_not_built(rig: Rig):
+def test_a_remote_flow_through_a_sync_config_that_does_not_exist_fails_and_makes_no_child(rig: Rig):
     # Given a flow that starts a flow in a linked workspace
     eid = rig.start(
         "remote",
@@ -665,11 +665,10 @@ def test_a_remote_workspace_flow_ends_in_error_saying_linking_is_not_built(rig: 
     # When it runs
     rig.deliver()
 
-    # Then it ends error saying workspace linking is not built, and no child was made
+    # Then it ends in error naming the sync config it lacks, and no child was made
     done = rig.read(eid)
     assert done["status"] == "error"
-    assert "workspace linking" in done["message"]
-    assert "not built" in done["message"]
+    assert "sync config 'other' not found in this workspace" in done["message"]
     assert [e["id"] for e in rig.executions()] == [eid]
 
 

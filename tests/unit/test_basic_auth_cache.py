@@ -51,7 +51,9 @@ class FakeTable(Table):
         self.reads += 1
         return [{"PK": pk, "SK": sk, **self.items[(pk, sk)]} for pk, sk in keys if (pk, sk) in self.items]
 
-    def put(self, item: Mapping[str, Any], *, condition: str | None = None, conflict: str = "") -> None:
+    def put(
+        self, item: Mapping[str, Any], *, condition: str | None = None, conflict: str = "", **_: Any
+    ) -> None:
         self.writes += 1
         self.items[(item["PK"], item["SK"])] = dict(item)
 

@@ -154,7 +154,13 @@ def test_every_rest_function_that_lists_gets_the_key_and_may_read_it() -> None:
     assert secret["Type"] == "AWS::SecretsManager::Secret"
     assert "GenerateSecretString" in secret["Properties"]
     listing = {f.logical_id for f in template_functions() if any(r.method == "GET" for r in f.api_routes)}
-    assert listing == {"IdentityFunction", "FlowsFunction", "ConnectorsFunction", "WorkflowFunction"}
+    assert listing == {
+        "IdentityFunction",
+        "FlowsFunction",
+        "ConnectorsFunction",
+        "WorkflowFunction",
+        "SyncFunction",
+    }
     for logical_id in listing:
         properties = resources[logical_id]["Properties"]
         assert properties["Environment"]["Variables"]["CURSOR_KEY_SECRET_ID"] == {

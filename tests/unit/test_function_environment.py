@@ -18,6 +18,7 @@ NOT_SETTINGS = {
     "execution_queue_url",
     "approval_state_machine_arn",
     "webhook_secret_id",
+    "sync_queue_url",
 }
 NOT_ACTIVATION = {"message_queue_url", "event_bus_name"}
 

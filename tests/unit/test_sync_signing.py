@@ -179,7 +179,9 @@ def test_either_key_of_a_rotation_verifies():
 
 def test_a_signed_response_verifies_only_for_its_request_and_body():
     headers = signing.sign_response(_key(), 200, b'{"ok": true}', "n-1")
-    signing.verify_response(_key().public_key(), 200, headers, b'{"ok": true}', "n-1")
+    assert signing.verify_response(_trusted(_key()), 200, headers, b'{"ok": true}', "n-1") == fingerprint(
+        _key().public_key()
+    )
     for status, body, nonce, key in (
         (200, b'{"ok": true}', "n-2", _key()),  # the answer to another request
         (200, b'{"ok": false}', "n-1", _key()),  # another body
@@ -187,7 +189,7 @@ def test_a_signed_response_verifies_only_for_its_request_and_body():
         (200, b'{"ok": true}', "n-1", _key(1)),  # signed by someone else
     ):
         with pytest.raises(Unauthorized):
-            signing.verify_response(key.public_key(), status, headers, body, nonce)
+            signing.verify_response(_trusted(key), status, headers, body, nonce)
 
 
 def test_a_response_with_a_forged_signature_is_refused():
@@ -195,4 +197,4 @@ def test_a_response_with_a_forged_signature_is_refused():
     forged = base64.b64encode(b"\0" * 256).decode()
     headers["Signature"] = f"pyhms=:{forged}:"
     with pytest.raises(Unauthorized):
-        signing.verify_response(_key().public_key(), 200, headers, b"{}", "n-1")
+        signing.verify_response(_trusted(_key()), 200, headers, b"{}", "n-1")

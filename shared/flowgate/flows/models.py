@@ -60,6 +60,24 @@ class FlowSummary(BaseModel):
     updated_at: str
 
 
+class ExecutionOrigin(BaseModel):
+    """Where an execution made by a workspace link came from: the link (this side's sync config), the
+    key that signed the request, and the execution on the other side. A mirror is read-only."""
+
+    sync_config: str
+    key_fingerprint: str
+    execution_id: str
+    mirrored: bool = False
+
+
+class RemoteTarget(BaseModel):
+    """Where an execution runs when it runs in a linked workspace: this side's sync config, and the
+    execution the peer made for it once it reported."""
+
+    sync_config: str
+    remote_execution_id: str | None = None
+
+
 class Execution(BaseModel):
     id: str
     workspace_id: str
@@ -80,6 +98,8 @@ class Execution(BaseModel):
     parent: str | None = None
     root: str | None = None
     task_id: str | None = None  # the operation request task whose jobs this execution runs
+    origin: ExecutionOrigin | None = None  # made by a workspace link (a remote run or a mirror)
+    remote: RemoteTarget | None = None  # runs in a linked workspace
     started_by: str
     created_at: str
     started_at: str | None = None
@@ -96,6 +116,8 @@ class ExecutionSummary(BaseModel):
     connector: str | None = None
     connector_type: str | None = None
     parent: str | None = None
+    origin: ExecutionOrigin | None = None
+    remote: RemoteTarget | None = None
     created_at: str
     ended_at: str | None = None
 
@@ -131,6 +153,10 @@ class StartExecutionRequest(BaseModel):
     model_config = STRICT
     flow: FlowName
     inputs: Inputs = Field(default_factory=dict)
+    remote_workspace_name: ArtifactName | None = Field(
+        default=None,
+        description="run the flow's script in the linked workspace of this sync config (workspace linking)",
+    )
 
 
 class RunConnectorRequest(BaseModel):

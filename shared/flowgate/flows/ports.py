@@ -18,6 +18,7 @@ __all__ = [
     "Connections",
     "IsActive",
     "KindOf",
+    "Links",
     "Queue",
     "TaskDone",
     "WorkspaceAuthorizer",
@@ -74,3 +75,24 @@ IsActive = Callable[[str, str], bool]
 KindOf = Callable[[str], WorkspaceKind | None]
 # An execution that runs an operation task's jobs ended: (task id, success, message) (workflow).
 TaskDone = Callable[[str, bool, str | None], None]
+
+
+class Links(Protocol):
+    """Workspace links (the sync context): remote runs go out through them, and every change of an
+    execution is told to them (a remote run's status goes back to its origin; mirrored workspaces get
+    a copy)."""
+
+    def check_link(self, workspace_id: str, name: str) -> str:
+        """The id of the workspace's sync config `name` if it may start remote runs; NotFound or
+        Conflict (disabled, or a controlled config) otherwise."""
+        ...
+
+    def send_run(self, execution: Mapping[str, Any]) -> None:
+        """Send a stored pending remote execution (its `remote` names the link) to the peer."""
+        ...
+
+    def send_cancel(self, execution: Mapping[str, Any]) -> None: ...
+
+    def changed(self, execution: Mapping[str, Any]) -> None:
+        """An execution was created or changed status."""
+        ...

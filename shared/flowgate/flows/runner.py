@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # A guard against runaway scripts: children per execution (their depth is the flow service's rule).
 MAX_CHILDREN = 100
 CANCEL_POLL_SECONDS = 1.0
+REMOTE_POLL_SECONDS = 0.2  # how often a parent looks whether its remote child's report came
 # Past its time limit plus this, a running execution's runner is taken to have died.
 LEASE_MARGIN_SECONDS = 120.0
 
@@ -113,6 +114,7 @@ class Runner:
         )
         if claimed is None:
             return
+        self.flows.notify(claimed)
         started = time.monotonic()
         try:
             if claimed["type"] == ExecutionType.CONNECTION:
@@ -191,7 +193,9 @@ class Runner:
             fields["message"] = result.message
         if status == ExecutionStatus.CANCELLED:
             self.store.record(item["id"], **fields)  # the cancel itself already set the status
-            self._report_task(self.store.get_execution(item["id"]) or item)  # its task must end too
+            ended = self.store.get_execution(item["id"]) or dict(item)
+            self._report_task(ended)  # its task must end too
+            self.flows.notify(ended)  # with the log and outputs it had when cancelled
             return
         self._finish(item["id"], status, **fields)
 
@@ -210,6 +214,7 @@ class Runner:
             if done.get("status") == ExecutionStatus.ERROR:
                 count("ExecutionsFailed")
             self._report_task(done)
+            self.flows.notify(done)
 
     def _report_task(self, item: Mapping[str, Any]) -> None:
         if item.get("task_id") and self.on_task_done is not None:
@@ -224,10 +229,12 @@ class ScriptCalls:
         self.execution = execution
         self.workspace_id: str = execution["workspace_id"]
         self.children: dict[str, Future[None] | None] = {}
+        self.remote_children: set[str] = set()  # run in a linked workspace: sent, then awaited
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"exec-{execution['id'][:8]}")
         self.lock = threading.Lock()
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self._closing = threading.Event()
 
     # ---- the sandbox's hooks ----
     def on_call(self, op: str, args: dict[str, Any]) -> Any:
@@ -250,15 +257,27 @@ class ScriptCalls:
         return self._cancelled
 
     def close(self) -> None:
-        """Cancel the children that never ran or still run, then wait for their threads."""
+        """Cancel the children that never ran or still run (on the linked side too, for remote ones),
+        then wait for their threads."""
+        self._closing.set()
+        flows = self.runner.flows
         for child_id in list(self.children):
-            self.runner.store.transition(
+            done = self.runner.store.transition(
                 child_id,
                 ExecutionStatus.CANCELLED,
                 allowed_from=ACTIVE,
                 ended_at=iso(now()),
                 message="cancelled: the parent execution ended",
             )
+            sent = child_id in self.remote_children and self.children[child_id] is not None
+            if done is not None and sent and flows.links is not None:
+                try:
+                    flows.links.send_cancel(done)
+                except Exception:  # the child is cancelled here; the peer's run ends at its own limit
+                    logger.exception(
+                        "could not send a remote child's cancel", extra={"execution_id": child_id}
+                    )
+            flows.notify(done)
         self.pool.shutdown(wait=True)
 
     # ---- operations ----
@@ -282,14 +301,14 @@ class ScriptCalls:
                 self.workspace_id, name, type_, inputs, starter, parent=self.execution
             )
         elif args.get("kind") == "flow":
-            if args.get("remote_workspace_name"):
-                raise BadRequest(
-                    "remote_workspace_name needs workspace linking (sync configs), which is not built yet"
-                )
+            link = args.get("remote_workspace_name")
+            if link is not None and not isinstance(link, str):
+                raise BadRequest("remote_workspace_name must be the name of a sync config")
+            remote = flows.remote_target(self.workspace_id, link or None)
             name = str(args.get("flow") or "")
             try:
                 item = flows.create_flow_execution(
-                    self.workspace_id, name, inputs, starter, parent=self.execution
+                    self.workspace_id, name, inputs, starter, parent=self.execution, **remote
                 )
             except NotFound as exc:
                 raise NotFound(f"flow '{name}' not found in this workspace") from exc
@@ -297,6 +316,8 @@ class ScriptCalls:
             raise BadRequest("kind must be 'connection' or 'flow'")
         with self.lock:
             self.children[item["id"]] = None
+            if item.get("remote"):
+                self.remote_children.add(item["id"])
         return {"id": item["id"]}
 
     def _own_child(self, args: dict[str, Any]) -> str:
@@ -309,8 +330,21 @@ class ScriptCalls:
         child_id = self._own_child(args)
         with self.lock:
             if self.children[child_id] is None:
-                self.children[child_id] = self.pool.submit(self.runner.run_claimed, child_id)
+                if child_id in self.remote_children:
+                    self.runner.flows.dispatch(self.runner.store.get_execution(child_id) or {"id": child_id})
+                    self.children[child_id] = self.pool.submit(self._await_remote, child_id)
+                else:
+                    self.children[child_id] = self.pool.submit(self.runner.run_claimed, child_id)
         return {"id": child_id}
+
+    def _await_remote(self, child_id: str) -> None:
+        """A remote child ends when its link brings the peer's report; this parent's time limit bounds
+        the wait (the sandbox stops the script), and its end cancels the child (close)."""
+        while not self._closing.is_set():
+            item = self.runner.store.get_execution(child_id)
+            if item is None or ExecutionStatus(item["status"]).final:
+                return
+            self._closing.wait(REMOTE_POLL_SECONDS)
 
     def _wait_child(self, args: dict[str, Any]) -> dict[str, Any]:
         child_id = self._own_child(args)

@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from flowgate import sandbox
 from flowgate.clock import iso, now
 from flowgate.db import StaleVersion
-from flowgate.errors import Conflict, NotFound
+from flowgate.documents import document_error
+from flowgate.errors import BadRequest, Conflict, NotFound
 from flowgate.flows.models import (
     Execution,
     ExecutionStatus,
@@ -21,10 +24,10 @@ from flowgate.flows.models import (
     PutFlowRequest,
     StartExecutionRequest,
 )
-from flowgate.flows.ports import IsActive, KindOf, Queue, WorkspaceAuthorizer
+from flowgate.flows.ports import IsActive, KindOf, Links, Queue, WorkspaceAuthorizer
 from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
 from flowgate.identity.ports import Principal
-from flowgate.observability import count
+from flowgate.observability import count, logger
 
 ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 # Flows may start flows this many levels deep (a guard against runaway recursion).
@@ -69,6 +72,8 @@ class FlowService:
         queue: Queue,
         retention: Retention | None = None,
         is_active: IsActive | None = None,
+        *,
+        links: Links | None = None,
     ) -> None:
         self.store = store
         self.workspaces = workspaces
@@ -77,6 +82,8 @@ class FlowService:
         self.retention = retention
         # Whether a flow is active (the activation context): an active flow is not deleted under it.
         self.is_active = is_active
+        # Workspace links (the sync context): remote runs, and the changes they and mirrors follow.
+        self.links = links
 
     # ---- flows ----
     def put_flow(
@@ -140,11 +147,151 @@ class FlowService:
     def start_execution(self, principal: Principal, wsid: str, request: StartExecutionRequest) -> Execution:
         """A pending execution of the flow's current script, handed to the runner."""
         workspace = self.workspaces.authorize_workspace(principal, wsid)
+        remote = self.remote_target(wsid, request.remote_workspace_name)
         item = self.create_flow_execution(
-            wsid, request.flow, request.inputs, principal.user_id, kind=workspace.kind.value
+            wsid, request.flow, request.inputs, principal.user_id, kind=workspace.kind.value, **remote
         )
-        self.queue.send(item["id"], wsid)
+        self.dispatch(item)
         return execution_from(item)
+
+    # ---- workspace links ----
+    def remote_target(self, wsid: str, sync_config: str | None) -> dict[str, Any]:
+        """The fields that send an execution to the workspace linked by `sync_config` (none without)."""
+        if sync_config is None:
+            return {}
+        if self.links is None:
+            raise BadRequest("workspace linking is not available in this deployment")
+        self.links.check_link(wsid, sync_config)
+        return {"remote": {"sync_config": sync_config}}
+
+    def dispatch(self, item: dict[str, Any]) -> None:
+        """Hand a stored pending execution on: to the runner, or to the link it runs through."""
+        if item.get("remote") and self.links is not None:
+            self.links.send_run(item)
+        else:
+            self.queue.send(item["id"], item["workspace_id"])
+        self.notify(item)
+
+    def notify(self, item: Mapping[str, Any] | None) -> None:
+        """Tell the links an execution was made or changed status; their failure never fails a run (the
+        change is stored; the link's health shows the error)."""
+        if item is None or self.links is None:
+            return
+        try:
+            self.links.changed(item)
+        except Exception:
+            logger.exception(
+                "a workspace link could not take an execution's change",
+                extra={"execution_id": item.get("id")},
+            )
+
+    def receive_remote_run(
+        self,
+        workspace_id: str,
+        execution_id: str,
+        *,
+        flow: str,
+        script: str,
+        inputs: Mapping[str, Any],
+        started_by: str,
+        origin: Mapping[str, Any],
+    ) -> None:
+        """A run a linked workspace sent: an execution of the script it sent, made and queued once (a
+        repeated message finds it), with no flow of that name here. Inputs this table cannot hold end
+        it in error at once, visibly on both sides."""
+        problem = document_error(dict(inputs))
+        item = new_execution(
+            workspace_id,
+            ExecutionType.FLOW,
+            started_by,
+            id=execution_id,
+            flow=flow,
+            script=script,
+            inputs={} if problem else dict(inputs),
+            input_sources=dict.fromkeys(() if problem else inputs, "call"),
+            origin=dict(origin),
+        )
+        if problem is not None:
+            item.update(
+                status=ExecutionStatus.ERROR.value,
+                ended_at=item["created_at"],
+                message=f"the inputs cannot be stored: {problem.under('inputs')}",
+            )
+        try:
+            self._store(item)
+        except Conflict:
+            return  # made by an earlier delivery of the same message
+        if problem is None:
+            self.queue.send(execution_id, workspace_id)
+        self.notify(item)
+
+    def cancel_run(self, execution_id: str, message: str) -> None:
+        done = self.store.transition(
+            execution_id, ExecutionStatus.CANCELLED, allowed_from=ACTIVE, ended_at=iso(now()), message=message
+        )
+        self.notify(done)
+
+    def apply_remote_status(self, execution_id: str, status: str, fields: Mapping[str, Any]) -> None:
+        """The peer's report on a remote execution: running, or its end, applied once."""
+        to = ExecutionStatus(status)
+        problem = document_error(dict(fields))
+        if problem is not None:  # e.g. a number this table cannot hold: the child fails, visibly
+            fields = {
+                "remote": fields.get("remote"),
+                "outputs": {},
+                "message": f"the linked workspace's report cannot be stored: {problem}",
+            }
+            to = ExecutionStatus.ERROR if to.final else to
+        if to.final:
+            done = self.store.transition(execution_id, to, allowed_from=ACTIVE, ended_at=iso(now()), **fields)
+        elif to == ExecutionStatus.RUNNING:
+            done = self.store.transition(
+                execution_id, to, allowed_from=[ExecutionStatus.PENDING], started_at=iso(now()), **fields
+            )
+        else:
+            return
+        self.notify(done)
+
+    def execution_link(self, execution_id: str) -> dict[str, Any] | None:
+        """Which workspace an execution is in, its status and the link it runs through (if any)."""
+        item = self.store.get_execution(execution_id)
+        return None if item is None else {k: item.get(k) for k in ("workspace_id", "status", "remote")}
+
+    def executions_page(
+        self, workspace_id: str, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of a workspace's stored executions, newest first (for mirroring the past ones)."""
+        page = self.store.list_executions(workspace_id, 100, cursor)
+        return list(page.items), page.next
+
+    def put_mirror(
+        self, workspace_id: str, execution_id: str, snapshot: Mapping[str, Any], origin: Mapping[str, Any]
+    ) -> None:
+        """A read-only copy of a linked workspace's execution; an older copy never replaces a newer one."""
+        version = int(snapshot.get("version") or 0)
+        item = {
+            **{k: v for k, v in snapshot.items() if v is not None},
+            "id": execution_id,
+            "workspace_id": workspace_id,
+            "origin": {**origin, "mirrored": True},
+            "origin_version": version,
+            "version": 1,
+            "parent": None,
+            "root": None,
+        }
+        problem = document_error(item)
+        if problem is not None:
+            raise BadRequest(f"the mirrored execution cannot be stored: {problem}")
+        try:
+            execution_from(item)
+        except ValidationError as exc:
+            raise BadRequest(f"the mirrored execution is not an execution: {exc.errors()[0]['msg']}") from exc
+        if self.retention is not None:
+            item["ttl"] = self.retention.expires_at(workspace_id)
+        try:
+            self.store.put_mirror(item)
+        except Conflict:
+            return  # this copy or a newer one is stored
 
     def start_connection(
         self, principal: Principal, wsid: str, connector: Mapping[str, Any], inputs: Mapping[str, Any]
@@ -280,8 +427,11 @@ class FlowService:
         return [execution_summary(i) for i in page.items], page.next
 
     def cancel_execution(self, principal: Principal, wsid: str, eid: str) -> Execution:
-        """Cancel a pending or running execution; cancelling a cancelled one again answers it as it is."""
+        """Cancel a pending or running execution; cancelling a cancelled one again answers it as it is.
+        A remote run is cancelled on the linked side too; a mirror is read-only."""
         item = self._execution_item(principal, wsid, eid)
+        if (item.get("origin") or {}).get("mirrored"):
+            raise Conflict("this execution is a read-only copy from a linked workspace", code="read_only")
         done = self.store.transition(
             eid,
             ExecutionStatus.CANCELLED,
@@ -290,6 +440,9 @@ class FlowService:
             message=f"cancelled by {principal.username}",
         )
         if done is not None:
+            if done.get("remote") and self.links is not None:
+                self.links.send_cancel(done)
+            self.notify(done)
             return execution_from(done)
         current = self.store.get_execution(eid) or item
         if current["status"] == ExecutionStatus.CANCELLED:

@@ -99,6 +99,19 @@ class FlowStore:
             condition="attribute_not_exists(PK)",
         )
 
+    def put_mirror(self, item: Item) -> None:
+        """Store a mirrored execution unless one of the same or a newer origin version is stored."""
+        self.table.put(
+            {
+                **execution_key(item["id"]),
+                **item,
+                "GSI1PK": f"WS#{item['workspace_id']}#EXECS",
+                "GSI1SK": f"{item['created_at']}#{item['id']}",
+            },
+            condition="attribute_not_exists(PK) OR origin_version < :v",
+            values={":v": item["origin_version"]},
+        )
+
     def get_execution(self, eid: str) -> Item | None:
         key = execution_key(eid)
         return self.table.get(key["PK"], key["SK"])

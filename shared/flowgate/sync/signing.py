@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -139,13 +140,19 @@ def sign_response(key: rsa.RSAPrivateKey, status: int, body: bytes, request_nonc
 
 
 def verify_response(
-    key: rsa.RSAPublicKey, status: int, headers: Mapping[str, str], body: bytes, request_nonce: str
-) -> None:
-    """Refuse (401) a response not signed by the peer's `key` for the request of `request_nonce`."""
+    keys: Mapping[str, rsa.RSAPublicKey],
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    request_nonce: str,
+) -> str:
+    """The fingerprint of the peer key (one of `keys`) that signed this response to the request of
+    `request_nonce`; a 401 for any other response."""
     message = _Response(status, dict(headers))
-    result = _verify({fingerprint(key): key}, message, RESPONSE_TAG, RESPONSE_COMPONENTS, body)
+    result = _verify(keys, message, RESPONSE_TAG, RESPONSE_COMPONENTS, body)
     if result.nonce != request_nonce:
         raise Unauthorized("the response answers another request", code=INVALID_SIGNATURE)
+    return str(result.parameters["keyid"])
 
 
 def _signer(key: rsa.RSAPrivateKey) -> HTTPMessageSigner:
@@ -177,6 +184,11 @@ def _verify(
     if len(results) != 1:
         raise Unauthorized("exactly one signature is expected", code=INVALID_SIGNATURE)
     result = results[0]
+    created = result.parameters.get("created")
+    # `created` is whole seconds: compared with whole seconds, 301 s ahead is refused even when the
+    # signer's clock was near the end of a second (the package compares it with a fractional now).
+    if isinstance(created, int) and created > int(time.time()) + int(MAX_SKEW.total_seconds()):
+        raise Unauthorized("the signature was created in the future", code=STALE_SIGNATURE)
     if result.parameters.get("alg") != algorithms.RSA_PSS_SHA512.algorithm_id:
         raise Unauthorized("the signature must name alg rsa-pss-sha512", code=INVALID_SIGNATURE)
     return result

@@ -1,0 +1,348 @@
+"""Use case: one exchange between linked workspaces, from either end.
+
+The side that can reach the other (its config has a `remote_url`) opens the exchange: it POSTs a signed
+envelope with the messages of its outbox and the ids of the peer's messages it has applied
+(`Sender.exchange`). The peer (`Receiver.receive`) verifies the signature before anything else, applies
+the messages, drops what was acknowledged, and answers with a signed envelope of its own outbox; with
+nothing to send it holds the request up to `wait_seconds` (long polling), so work for a side that only
+listens waits for its peer's next exchange no longer than it takes to appear. The caller verifies the
+answer, bound to its request's nonce, before it applies anything.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from flowgate.errors import BadRequest, FlowgateError, Unauthorized
+from flowgate.observability import logger
+from flowgate.sync.apply import Applier
+from flowgate.sync.links import KeyRing, Link
+from flowgate.sync.outbox import Outbox
+from flowgate.sync.ports import Executions, SyncFailed, Transport
+from flowgate.sync.protocol import MAX_ENVELOPE_BYTES, MAX_MESSAGES, Envelope, Message
+from flowgate.sync.remote_runs import mirror_of
+from flowgate.sync.signing import (
+    INVALID_SIGNATURE,
+    NonceStore,
+    sign_request,
+    sign_response,
+    verify_request,
+    verify_response,
+)
+from flowgate.sync.store import Queued, SyncStore
+
+# One answer for an unknown or disabled config and for any signature that does not verify, so config
+# names cannot be probed through this unauthenticated route (the reason is logged instead).
+NOT_VERIFIED = "the request's signature does not verify for this sync config"
+POLL_SECONDS = 0.25
+MAX_RUNS = 5  # lease turns of one sender run (new messages may arrive as it lets go)
+
+
+@dataclass(frozen=True)
+class Settings:
+    long_poll_seconds: float = 20.0  # the most a listener holds a request with nothing to answer
+    batch_messages: int = 100
+
+
+@dataclass
+class Round:
+    sent: int = 0
+    received: int = 0
+    acks: list[str] = field(default_factory=list)  # the peer's messages applied here, to acknowledge
+    more: bool = False  # the outbox still holds messages this round could not take
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _batch(store: SyncStore, link: Link, limit: int) -> tuple[list[Queued], list[Message]]:
+    """The oldest messages of the outbox that fit one envelope."""
+    queued: list[Queued] = []
+    messages: list[Message] = []
+    size = 0
+    for entry in store.outbox(link.id, limit):
+        size += len(entry.body) + 1
+        if messages and size > MAX_ENVELOPE_BYTES - 64 * 1024:
+            break
+        queued.append(entry)
+        messages.append(Envelope.model_validate({"messages": [json.loads(entry.body)]}).messages[0])
+    return queued, messages
+
+
+SIGNATURE_FIELDS = frozenset({"signature", "signature-input", "content-digest", "content-type"})
+
+
+def request_headers(single: Mapping[str, str], multi: Mapping[str, list[str]] | None) -> dict[str, str]:
+    """The request's headers, one value each; a signature field sent twice (two signatures, or one
+    hidden behind another) is refused, as API Gateway would otherwise keep only the last."""
+    for name, values in (multi or {}).items():
+        if name.lower() in SIGNATURE_FIELDS and len(values) > 1:
+            raise Unauthorized(NOT_VERIFIED, code=INVALID_SIGNATURE)
+    return dict(single)
+
+
+class Receiver:
+    def __init__(
+        self,
+        store: SyncStore,
+        keys: KeyRing,
+        *,
+        nonces: NonceStore,
+        applier: Applier,
+        settings: Settings,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.nonces = nonces
+        self.applier = applier
+        self.settings = settings
+        self.clock = clock
+
+    def receive(
+        self, name: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[dict[str, str], bytes]:
+        """The signed answer to a peer's exchange (headers and body), or a 4xx error."""
+        config = self.store.get(name)
+        if config is None or not config.get("enabled"):
+            logger.info("sync request for an unknown or disabled config", extra={"sync_config": name})
+            raise Unauthorized(NOT_VERIFIED, code=INVALID_SIGNATURE)
+        link = self.keys.link(config)
+        try:
+            verified = verify_request(
+                link.remote_keys(self.clock()),
+                self.nonces,
+                method="POST",
+                url=url,
+                headers=headers,
+                body=body,
+            )
+        except Unauthorized as exc:
+            logger.info(
+                "sync request refused", extra={"sync_config": name, "code": exc.code, "reason": exc.message}
+            )
+            self._health(
+                name,
+                last_error=f"a request was refused: {exc.message}",
+                last_error_at=self.clock().isoformat(),
+            )
+            raise Unauthorized(
+                NOT_VERIFIED if exc.code == INVALID_SIGNATURE else exc.message, code=exc.code
+            ) from None
+        try:
+            envelope = Envelope.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise BadRequest(
+                f"the envelope is not version 1 of the sync format: {where}: {first['msg']}"
+            ) from None
+        applied = self.applier.apply(link, verified.key_id, envelope.messages)
+        self._drop_acknowledged(link, envelope.acks)
+        queued, messages = self._collect(link, min(envelope.wait_seconds, self.settings.long_poll_seconds))
+        answer = Envelope(messages=messages, acks=applied).encode()
+        headers_out = sign_response(link.keys.own, 200, answer, verified.nonce)
+        self._health(
+            name,
+            last_success_at=self.clock().isoformat(),
+            peer_key_fingerprint=verified.key_id,
+            last_error=None,
+            last_error_at=None,
+        )
+        logger.info(
+            "sync exchange answered",
+            extra={
+                "sync_config": name,
+                "received": len(applied),
+                "sent": len(queued),
+                "acked": len(envelope.acks),
+            },
+        )
+        return headers_out, answer
+
+    def _drop_acknowledged(self, link: Link, acks: list[str]) -> None:
+        if not acks:
+            return
+        wanted = set(acks)
+        sks = [q.sk for q in self.store.outbox(link.id, MAX_MESSAGES * 2) if q.message_id in wanted]
+        self.store.drop(link.id, sks)
+
+    def _collect(self, link: Link, wait: float) -> tuple[list[Queued], list[Message]]:
+        deadline = time.monotonic() + wait
+        while True:
+            queued, messages = _batch(self.store, link, self.settings.batch_messages)
+            if messages or time.monotonic() >= deadline:
+                return queued, messages
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def _health(self, name: str, **fields: object) -> None:
+        try:
+            self.store.record_health(name, **fields)
+        except Exception:  # health is for people; it never fails an exchange
+            logger.exception("could not record a link's health", extra={"sync_config": name})
+
+
+class Sender:
+    def __init__(
+        self,
+        store: SyncStore,
+        keys: KeyRing,
+        *,
+        applier: Applier,
+        outbox: Outbox,
+        executions: Executions,
+        transport: Transport,
+        settings: Settings,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.applier = applier
+        self.outbox = outbox
+        self.executions = executions
+        self.transport = transport
+        self.settings = settings
+        self.clock = clock
+
+    def run(self, name: str, poll_seconds: float = 0.0) -> int:
+        """Exchange with the peer of config `name` until nothing is left to send or to acknowledge, and
+        go on long-polling for `poll_seconds`; the number of rounds. One sender per config at a time
+        (a lease on the config): a trigger that finds one running leaves its messages to it, and the
+        running one looks at the outbox once more after it lets go. SyncFailed if a round failed."""
+        rounds = 0
+        for _ in range(MAX_RUNS):
+            if not self._take_lease(name):
+                break
+            try:
+                rounds += self._rounds(name, poll_seconds)
+            finally:
+                self.store.release(name, "sending_until")
+            if not self.store.backlog_of(name):
+                break
+        return rounds
+
+    def _take_lease(self, name: str) -> bool:
+        now = time.time()
+        return self.store.claim(name, "sending_until", now, now + self._lease_seconds())
+
+    def _lease_seconds(self) -> float:
+        return self.settings.long_poll_seconds + 60  # a sender that died lets go after this
+
+    def _rounds(self, name: str, poll_seconds: float) -> int:
+        deadline = time.monotonic() + poll_seconds
+        acks: list[str] = []
+        rounds = 0
+        while True:
+            config = self.store.get(name)
+            if config is None or not config.get("enabled") or not config.get("remote_url"):
+                return rounds
+            self._backfill(config)
+            left = deadline - time.monotonic()
+            wait = max(0.0, min(left, self.settings.long_poll_seconds))
+            result = self.exchange(self.keys.link(config), acks, wait=wait)
+            rounds += 1
+            acks = result.acks
+            if result.more or result.received or acks:
+                continue
+            if time.monotonic() >= deadline:
+                return rounds
+
+    def sweep(self) -> list[str]:
+        """The dialing configs whose exchange should be kept going now: each at most once per long poll
+        (a sweep that comes more often than a round takes would pile up triggers)."""
+        now = time.time()
+        gap = self.settings.long_poll_seconds + 1
+        return [
+            name for name in self.store.dialers() if self.store.claim(name, "swept_until", now, now + gap)
+        ]
+
+    def exchange(self, link: Link, acks: list[str], *, wait: float = 0.0) -> Round:
+        config = link.config
+        queued, messages = _batch(self.store, link, self.settings.batch_messages)
+        envelope = Envelope(messages=messages, acks=acks, wait_seconds=0 if messages else wait)
+        body = envelope.encode()
+        url = str(config["remote_url"])
+        nonce = secrets.token_urlsafe(24)
+        headers = sign_request(link.keys.own, "POST", url, body, nonce=nonce)
+        if not config.get("verify_ssl", True):
+            logger.warning("sync exchange without TLS verification", extra={"sync_config": link.name})
+        try:
+            answer = self.transport.post(
+                url,
+                body,
+                headers,
+                ca_certificate=config.get("ca_certificate"),
+                verify_ssl=bool(config.get("verify_ssl", True)),
+                timeout=envelope.wait_seconds + 30,
+            )
+            if answer.status != 200:
+                raise SyncFailed(f"the peer answered {answer.status}: {_error_of(answer.body)}")
+            try:
+                key_id = verify_response(
+                    link.remote_keys(self.clock()), answer.status, answer.headers, answer.body, nonce
+                )
+            except Unauthorized as exc:
+                raise SyncFailed(f"the peer's answer was not accepted: {exc.message}") from None
+            try:
+                reply = Envelope.model_validate_json(answer.body)
+            except ValidationError:
+                raise SyncFailed("the peer's answer is not version 1 of the sync format") from None
+            sent_ids = {m.id for m in messages}
+            try:
+                applied = self.applier.apply(link, key_id, reply.messages)
+            except FlowgateError as exc:
+                raise SyncFailed(f"the peer's answer was refused: {exc.message}") from None
+        except SyncFailed as exc:
+            self._health(link.name, last_error=exc.message, last_error_at=self.clock().isoformat())
+            logger.warning("sync exchange failed", extra={"sync_config": link.name, "reason": exc.message})
+            raise
+        acknowledged = [q.sk for q in queued if q.message_id in set(reply.acks) & sent_ids]
+        self.store.drop(link.id, acknowledged)
+        self._health(
+            link.name,
+            last_success_at=self.clock().isoformat(),
+            peer_key_fingerprint=key_id,
+            last_error=None,
+            last_error_at=None,
+        )
+        return Round(
+            sent=len(messages),
+            received=len(applied),
+            acks=applied,
+            more=len(queued) >= self.settings.batch_messages,
+        )
+
+    def _backfill(self, config: Mapping[str, object]) -> None:
+        """With send_all_executions, the past executions go out too, a page per round."""
+        cursor = config.get("backfill")
+        if not cursor or config.get("role") != "controlling":
+            return
+        items, nxt = self.executions.executions_page(
+            str(config["workspace_id"]), None if cursor == "start" else str(cursor)
+        )
+        for item in items:
+            if not item.get("origin"):
+                self.outbox.add(config, mirror_of(item))
+        self._health(str(config["name"]), backfill=nxt)
+
+    def _health(self, name: str, **fields: object) -> None:
+        try:
+            self.store.record_health(name, **fields)
+        except Exception:
+            logger.exception("could not record a link's health", extra={"sync_config": name})
+
+
+def _error_of(body: bytes) -> str:
+    try:
+        error = json.loads(body)["error"]
+        return f"{error['code']}: {error['message']}"[:500]
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
