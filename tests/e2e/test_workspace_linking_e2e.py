@@ -6,6 +6,7 @@ Stack A is the controlling deployment, stack B the controlled one. The test also
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -427,3 +428,255 @@ def test_the_controlled_side_behind_nat_dials_out(stacks: tuple[Stack, Stack]):
     done = _final(c, started.json()["id"])
     assert done["status"] == "success", done
     assert done["outputs"]["greeting"] == "hello nat"
+
+
+# ---- more links between the two stacks: each test makes its own tenants and configs ---------------
+
+
+def _pair(
+    controlling: Tenant,
+    controlled: Tenant,
+    names: tuple[str, str],
+    *,
+    url: str | None = None,
+    **fields: Any,
+) -> tuple[KeyPair, KeyPair]:
+    """A controlling config `names[0]` in `controlling` that dials `names[1]` in `controlled` (or `url`)."""
+    kc, kd = generate(), generate()
+    made = controlled.call(
+        "PUT",
+        f"/sync_config/{names[1]}",
+        {"own_private_key": kd.private_pem, "remote_public_key": kc.public_pem},
+    )
+    assert made.status_code == 201, made.text
+    made = controlling.call(
+        "PUT",
+        f"/sync_config/{names[0]}",
+        {
+            "remote_url": url or _inbound(controlled.stack, names[1]),
+            "own_private_key": kc.private_pem,
+            "remote_public_key": kd.public_pem,
+            **fields,
+        },
+    )
+    assert made.status_code == 201, made.text
+    return kc, kd
+
+
+def _remote_run(t: Tenant, link_name: str, flow: str = "remote-hello", **inputs: Any) -> str:
+    started = t.call(
+        "POST", "/executions", {"flow": flow, "inputs": inputs, "remote_workspace_name": link_name}
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
+
+
+def _linked_executions(t: Tenant, sync_config: str) -> list[dict[str, Any]]:
+    items = t.call("GET", "/executions?limit=100").json()["items"]
+    return [e for e in items if (e.get("origin") or {}).get("sync_config") == sync_config]
+
+
+def test_bidirectional_control_with_two_pairs(stacks: tuple[Stack, Stack]):
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    _pair(a, b, ("a-runs-in-b", "b-run-by-a"))
+    _pair(b, a, ("b-runs-in-a", "a-run-by-b"))
+    for t in (a, b):
+        assert t.call("PUT", "/flows/remote-hello", {"script": REMOTE_HELLO}).status_code == 201
+    there = _final(a, _remote_run(a, "a-runs-in-b", who="b"))
+    back = _final(b, _remote_run(b, "b-runs-in-a", who="a"))
+    assert (there["status"], there["outputs"]["greeting"]) == ("success", "hello b")
+    assert (back["status"], back["outputs"]["greeting"]) == ("success", "hello a")
+    # each direction needs its own pair: the controlled config does not start runs
+    refused = b.call("POST", "/executions", {"flow": "remote-hello", "remote_workspace_name": "b-run-by-a"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "link_controlled"
+
+
+def test_cancelling_the_execution_cancels_the_remote_run(stacks: tuple[Stack, Stack]):
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    _pair(a, b, ("cancel-to-b", "cancel-from-a"))
+    slow = "import time\ndef handler(system, this, inputs):\n    time.sleep(4)\n    return {'done': True}\n"
+    assert a.call("PUT", "/flows/slow", {"script": slow}).status_code == 201
+    eid = _remote_run(a, "cancel-to-b", flow="slow")
+    running = _until(lambda: _linked_executions(b, "cancel-from-a"), what="the remote run to start")
+    assert a.call("POST", f"/executions/{eid}/cancel").json()["status"] == "cancelled"
+    theirs = _until(
+        lambda: b.call("GET", f"/executions/{running[0]['id']}").json()["status"] == "cancelled",
+        what="the remote run to be cancelled",
+    )
+    assert theirs
+    assert a.call("GET", f"/executions/{eid}").json()["status"] == "cancelled"
+
+
+def test_key_rotation_without_a_failed_exchange(stacks: tuple[Stack, Stack]):
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    _, kd = _pair(a, b, ("rotate-to-b", "rotate-from-a"))
+    assert a.call("PUT", "/flows/remote-hello", {"script": REMOTE_HELLO}).status_code == 201
+    new = generate()
+    # A accepts B's next key alongside the current one ...
+    view = a.call("GET", "/sync_config/rotate-to-b").json()
+    changed = a.call(
+        "PUT",
+        "/sync_config/rotate-to-b",
+        {"remote_url": view["remote_url"], "remote_public_key_next": new.public_pem},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["remote_key_next_fingerprint"] == new.fingerprint
+    assert _final(a, _remote_run(a, "rotate-to-b"))["status"] == "success"  # B still signs with the old key
+    # ... B switches to the new key ...
+    assert (
+        b.call("PUT", "/sync_config/rotate-from-a", {"own_private_key": new.private_pem}).status_code == 200
+    )
+    assert _final(a, _remote_run(a, "rotate-to-b"))["status"] == "success"
+    health = a.call("GET", "/sync_config/rotate-to-b").json()["health"]
+    assert health["peer_key_fingerprint"] == new.fingerprint
+    # ... and A retires the old one by hand
+    retired = a.call(
+        "PUT",
+        "/sync_config/rotate-to-b",
+        {
+            "remote_url": view["remote_url"],
+            "remote_public_key": new.public_pem,
+            "remote_public_key_next": None,
+        },
+    )
+    assert retired.json()["remote_key_fingerprint"] == new.fingerprint
+    assert retired.json()["remote_key_next_fingerprint"] is None
+    assert retired.json()["remote_key_fingerprint"] != kd.fingerprint
+    assert _final(a, _remote_run(a, "rotate-to-b"))["status"] == "success"
+
+
+def test_all_executions_are_mirrored_past_ones_included_and_read_only(stacks: tuple[Stack, Stack]):
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    assert a.call("PUT", "/flows/local", {"script": REMOTE_HELLO}).status_code == 201
+    past = _final(a, a.call("POST", "/executions", {"flow": "local", "inputs": {"who": "past"}}).json()["id"])
+    _pair(a, b, ("mirror-to-b", "mirror-from-a"), send_all_executions=True)
+    later = _final(
+        a, a.call("POST", "/executions", {"flow": "local", "inputs": {"who": "later"}}).json()["id"]
+    )
+
+    def mirrored() -> dict[str, dict[str, Any]] | None:
+        copies = {e["origin"]["execution_id"]: e for e in _linked_executions(b, "mirror-from-a")}
+        done = all(copies.get(x["id"], {}).get("status") == "success" for x in (past, later))
+        return copies if done else None
+
+    copies = _until(mirrored, what="both executions mirrored")
+    copy = b.call("GET", f"/executions/{copies[later['id']]['id']}").json()
+    assert copy["origin"]["mirrored"] is True
+    assert copy["outputs"] == {"greeting": "hello later", "twice": 0}
+    assert copy["script"] == REMOTE_HELLO
+    assert b.call("POST", f"/executions/{copy['id']}/cancel").status_code == 409
+
+
+class Outage:
+    """A TCP relay in front of a stack: up, down (connections refused at once), or losing the answers
+    (the request reaches the peer, which applies it; the caller never hears back)."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.mode = "up"
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: Any) -> None:
+        import socket
+        import threading
+
+        if self.mode == "down":
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        losing = self.mode == "losing"
+
+        def pipe(source: Any, sink: Any | None) -> None:
+            try:
+                while chunk := source.recv(65536):
+                    if sink is not None:
+                        sink.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for s in (source, sink):
+                    if s is not None:
+                        with contextlib.suppress(OSError):
+                            s.shutdown(socket.SHUT_RDWR)
+
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        pipe(upstream, None if losing else client)
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.close()
+
+
+def test_the_remote_down_and_back_delivers_everything_exactly_once(stacks: tuple[Stack, Stack]):
+    from urllib.parse import urlsplit
+
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    relay = Outage(urlsplit(b.stack.base).port or 0)
+    try:
+        url = f"http://127.0.0.1:{relay.port}{A}/sync_config/outage-from-a/sync"
+        _pair(a, b, ("outage-to-b", "outage-from-a"), url=url)
+        assert a.call("PUT", "/flows/remote-hello", {"script": REMOTE_HELLO}).status_code == 201
+        # Given the remote down: runs wait, the link shows the error and the backlog
+        relay.mode = "down"
+        waiting = [_remote_run(a, "outage-to-b", who=str(i)) for i in range(3)]
+        health = _until(
+            lambda: (h := a.call("GET", "/sync_config/outage-to-b").json()["health"])["last_error"] and h,
+            what="the link to show the error",
+        )
+        assert "could not be reached" in health["last_error"]
+        assert health["backlog"] >= 3
+        time.sleep(4)  # retries with backoff meanwhile
+        assert all(a.call("GET", f"/executions/{e}").json()["status"] == "pending" for e in waiting)
+        assert _linked_executions(b, "outage-from-a") == []
+        # Then the remote reachable again but its answers lost: it applies, the caller retries
+        relay.mode = "losing"
+        _until(lambda: len(_linked_executions(b, "outage-from-a")) == 3, what="the runs to reach the remote")
+        time.sleep(2)
+        # When it is back for good, everything comes back once and nothing ran twice
+        relay.mode = "up"
+        ended = [_final(a, e, timeout=60) for e in waiting]
+        assert [e["status"] for e in ended] == ["success"] * 3
+        assert sorted(e["outputs"]["greeting"] for e in ended) == ["hello 0", "hello 1", "hello 2"]
+        assert len(_linked_executions(b, "outage-from-a")) == 3
+        after = _until(
+            lambda: (h := a.call("GET", "/sync_config/outage-to-b").json()["health"])["backlog"] == 0 and h,
+            what="the backlog to drain",
+        )
+        assert after["last_error"] is None
+    finally:
+        relay.close()
+
+
+def test_a_sync_interval_sends_in_batches(stacks: tuple[Stack, Stack]):
+    a, b = _tenant(stacks[0]), _tenant(stacks[1])
+    _pair(a, b, ("batch-to-b", "batch-from-a"), sync_interval=4)
+    assert a.call("PUT", "/flows/remote-hello", {"script": REMOTE_HELLO}).status_code == 201
+    started = time.monotonic()
+    runs = [_remote_run(a, "batch-to-b", who=str(i)) for i in range(3)]
+    assert all(_final(a, e)["status"] == "success" for e in runs)
+    assert time.monotonic() - started >= 3  # held for the interval, not sent as they happened
+    arrived = sorted(e["created_at"] for e in _linked_executions(b, "batch-from-a"))
+    assert len(arrived) == 3
+    import datetime as dt
+
+    spread = dt.datetime.fromisoformat(arrived[-1]) - dt.datetime.fromisoformat(arrived[0])
+    assert spread.total_seconds() < 1  # one envelope brought all three

@@ -89,6 +89,14 @@ def request_headers(single: Mapping[str, str], multi: Mapping[str, list[str]] | 
     return dict(single)
 
 
+def _due(config: Mapping[str, object]) -> bool:
+    """Whether the outbox goes out now: always, or with a sync_interval once its window has passed (the
+    exchanges in between still bring the peer's messages back)."""
+    if not config.get("sync_interval"):
+        return True
+    return time.time() >= float(str(config.get("next_send_at") or 0))
+
+
 class Receiver:
     def __init__(
         self,
@@ -266,7 +274,9 @@ class Sender:
 
     def exchange(self, link: Link, acks: list[str], *, wait: float = 0.0) -> Round:
         config = link.config
-        queued, messages = _batch(self.store, link, self.settings.batch_messages)
+        queued, messages = (
+            _batch(self.store, link, self.settings.batch_messages) if _due(config) else ([], [])
+        )
         envelope = Envelope(messages=messages, acks=acks, wait_seconds=0 if messages else wait)
         body = envelope.encode()
         url = str(config["remote_url"])
