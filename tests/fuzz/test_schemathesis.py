@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from devstack.launcher import StackProcess, start_stack
+from flowgate.sync.keys import generate
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("fuzz")]
@@ -112,6 +113,13 @@ def seed(base: str) -> World:
         "POST", f"/api/cloud/workspaces/{ws}/virtualappliances", {"name": "app", "virtualmachines": [vm]}, 201
     )["id"]
     task = tenant("POST", f"/api/cloud/workspaces/{ws}/virtualmachines/{vm}/action/deploy", {}, 202)["taskId"]
+    ours, theirs = generate(), generate()  # a workspace link, so the sync routes reach a stored config
+    tenant(
+        "PUT",
+        f"{w}/sync_config/link",
+        {"own_private_key": ours.private_pem, "remote_public_key": theirs.public_pem},
+        201,
+    )
     return World(
         admin_token=admin.token or "",
         tenant_token=tenant.token or "",
@@ -119,7 +127,7 @@ def seed(base: str) -> World:
             "cid": [cid],
             "uid": [member["id"]],
             "ws": [ws],
-            "name": ["echo", "health", "key"],
+            "name": ["echo", "health", "key", "link"],
             "eid": [eid],
             "mid": [mid],
             "token_id": [spare_token],
