@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from functools import cache
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -114,7 +115,7 @@ def test_refusals_never_echo_the_key():
 
 
 def test_make_keys_prints_two_pairs_each_side_trusting_the_other(capsys: pytest.CaptureFixture[str]):
-    assert make_keys() == 0
+    assert make_keys([]) == 0
     printed = capsys.readouterr().out
     blocks = [json.loads(b) for b in re.findall(r"^\{.*?^\}", printed, flags=re.S | re.M)]
     controlling, controlled = blocks
@@ -129,3 +130,14 @@ def test_make_keys_prints_two_pairs_each_side_trusting_the_other(capsys: pytest.
     )
     assert keys.fingerprint(a_private.public_key()) != keys.fingerprint(b_private.public_key())
     assert keys.fingerprint(a_private.public_key()) in printed
+
+
+def test_make_keys_writes_pem_files_for_scripts(tmp_path: Path):
+    assert make_keys(["--dir", str(tmp_path / "link")]) == 0
+    written = {p.name: p for p in (tmp_path / "link").iterdir()}
+    assert sorted(written) == ["a.key", "a.pub", "b.key", "b.pub"]
+    for side in ("a", "b"):
+        private = keys.private_key(written[f"{side}.key"].read_text(), "own_private_key")
+        public = keys.public_key(written[f"{side}.pub"].read_text(), "remote_public_key")
+        assert keys.fingerprint(private.public_key()) == keys.fingerprint(public)
+        assert written[f"{side}.key"].stat().st_mode & 0o077 == 0  # the owner's alone
