@@ -24,9 +24,10 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $@
 
-## run: the local stack on http://127.0.0.1:$(PORT) (moto in server mode; state lives in memory)
+## run: the local stack on http://127.0.0.1:$(PORT) (moto in server mode; state lives in memory);
+## with TLS_CERT=cert.pem TLS_KEY=key.pem, on https://127.0.0.1:$(PORT) only
 run: $(VENV)/.installed
-	PORT=$(PORT) exec $(PY) -m devstack
+	PORT=$(PORT) TLS_CERT='$(TLS_CERT)' TLS_KEY='$(TLS_KEY)' exec $(PY) -m devstack
 
 ## test: lint, types, template validation, sam build, then unit, handler (moto), devstack and e2e tests
 test: lint typecheck validate build

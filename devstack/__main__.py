@@ -24,7 +24,8 @@ SCHEDULE_SECONDS_VARIABLE = "FLOWGATE_LOCAL_SCHEDULE_SECONDS"
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
-    """Command-line options; defaults come from PORT and PARAMETER_OVERRIDES like `make run` passes them."""
+    """Command-line options; defaults come from PORT, PARAMETER_OVERRIDES, TLS_CERT and TLS_KEY like
+    `make run` passes them."""
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument(
         "--port", type=int, default=int(environ.get("PORT") or 3000), help="0 picks a free port"
@@ -34,6 +35,18 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
         "--parameter-overrides",
         default=environ.get("PARAMETER_OVERRIDES", ""),
         help='as for `sam deploy`, e.g. "Stage=dev LimitedWorkspaceMaxRuntime=5"',
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=environ.get("TLS_CERT") or None,
+        help="serve HTTPS (only) with this PEM certificate (chain); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=environ.get("TLS_KEY") or None,
+        help="its private key (PEM, unencrypted)",
     )
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--stack-name", default="flowgate-local")
@@ -90,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             context=context,
             schedule_seconds=schedule_seconds(os.environ),
             secret_values={ADMIN_SECRET_ID: admin.secret_string()} if has_admin and admin else {},
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         with LocalStack(config, template) as stack:
             if has_admin:

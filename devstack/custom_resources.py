@@ -2,8 +2,8 @@
 
 After provisioning, CloudFormation sends each `Custom::*` resource a Create request and waits for the
 handler to PUT its response to a presigned URL. Locally the URL is the gateway's own
-`/__devstack/cfn-response/<request id>`, and a FAILED response fails the start with its Reason, as it
-would fail the stack.
+`/__devstack/cfn-response/<request id>` (plain HTTP on loopback, also when the gateway serves HTTPS),
+and a FAILED response fails the start with its Reason, as it would fail the stack.
 """
 
 from __future__ import annotations

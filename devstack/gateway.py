@@ -8,12 +8,18 @@ gateway itself answers, the errors of HTTP parsing included, is in API Gateway's
 Besides the template's routes it serves one devstack path, `PUT /__devstack/cfn-response/<id>`,
 where custom resource handlers send their CloudFormation response (the ResponseURL devstack gives
 them), so the whole custom resource round trip runs through real HTTP as in AWS.
+
+Given a TLS context it serves HTTPS instead, on the same port, as API Gateway does: a TLS front
+(devstack.tls) listens there and forwards to waitress on a loopback port of its own, and the handlers'
+events carry `X-Forwarded-Proto: https` and `X-Forwarded-Port` as API Gateway's do. Custom resources
+still answer over plain HTTP, to waitress's port (`loopback_url`).
 """
 
 from __future__ import annotations
 
 import http
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +48,7 @@ from devstack.apigw import (
 )
 from devstack.custom_resources import CfnResponses
 from devstack.lambdas import FunctionError, Invoke
+from devstack.tls import TlsFront
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +73,10 @@ _RAW_HEADERS = "devstack.raw_headers"  # the WSGI environ key of the headers as 
 
 
 class Gateway:
-    """Serves the template's API routes on 127.0.0.1; API routes answer 503 until `set_ready()`."""
+    """Serves the template's API routes on 127.0.0.1; API routes answer 503 until `set_ready()`.
+
+    With `tls`, over HTTPS only: waitress then listens on a free loopback port behind the TLS front.
+    """
 
     def __init__(
         self,
@@ -77,6 +87,7 @@ class Gateway:
         account_id: str,
         port: int = 3000,
         threads: int = THREADS,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.routes = routes
         self.invoke = invoke
@@ -89,7 +100,7 @@ class Gateway:
         self._server = _Server(
             self.wsgi,
             host="127.0.0.1",
-            port=port,
+            port=0 if tls else port,
             threads=threads,
             backlog=LISTEN_BACKLOG,
             connection_limit=CONNECTION_LIMIT,
@@ -103,21 +114,47 @@ class Gateway:
             ident="devstack",
         )
         self._thread = threading.Thread(target=self._serve, name="devstack-gateway", daemon=True)
+        self._tls: TlsFront | None = None
+        if tls is not None:
+            try:
+                self._tls = TlsFront(
+                    tls,
+                    backend_port=self._waitress_port,
+                    port=port,
+                    backlog=LISTEN_BACKLOG,
+                    connection_limit=CONNECTION_LIMIT,
+                )
+            except BaseException:
+                self._close()
+                raise
 
     @property
     def port(self) -> int:
         """The bound port (the chosen one when started with port 0)."""
-        port: Any = getattr(self._server, "effective_port")  # noqa: B009 - set at bind, not in the stubs
-        return int(port)
+        return self._tls.port if self._tls else self._waitress_port
 
     @property
     def url(self) -> str:
         """Base URL of the gateway."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def loopback_url(self) -> str:
+        """waitress's own plain-HTTP URL, where devstack's callbacks go: custom resources PUT their
+        response there (in AWS a presigned S3 URL, not the API), which works whatever certificate the
+        gateway serves. Without TLS it is `url`."""
+        return f"http://127.0.0.1:{self._waitress_port}"
+
+    @property
+    def _waitress_port(self) -> int:
+        port: Any = getattr(self._server, "effective_port")  # noqa: B009 - set at bind, not in the stubs
+        return int(port)
 
     def start(self) -> None:
         """Serve in a background thread (the socket is listening already)."""
         self._thread.start()
+        if self._tls:
+            self._tls.start()
 
     def set_ready(self) -> None:
         """Start answering API routes (after provisioning and custom resources)."""
@@ -125,6 +162,8 @@ class Gateway:
 
     def stop(self) -> None:
         """Stop serving, close every connection and the socket (idempotent)."""
+        if self._tls:
+            self._tls.stop()  # first: no new connection reaches waitress while it closes
         with self._closing:
             self._stopping.set()
             if self._closed:
@@ -178,11 +217,14 @@ class Gateway:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0  # waitress answers an invalid Content-Length itself
+        headers = environ.get(_RAW_HEADERS) or _headers_of(environ)
+        if self._tls:
+            headers = _forwarded_over_tls(headers, self.port)
         request = HttpRequest(
             method=method,
             path=target.path or "/",  # as sent, still percent-encoded (PATH_INFO is decoded)
             query=target.query,
-            headers=environ.get(_RAW_HEADERS) or _headers_of(environ),
+            headers=headers,
             body=environ["wsgi.input"].read(length) if length > 0 else b"",
             source_ip=str(environ.get("REMOTE_ADDR") or "127.0.0.1"),
         )
@@ -216,6 +258,15 @@ def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
     for name, value in headers:
         if not name or any(c in name for c in "\r\n:") or "\r" in value or "\n" in value:
             raise InvalidProxyResponse(f"header {name!r}: {value!r} cannot be sent over HTTP")
+
+
+def _forwarded_over_tls(headers: Iterable[tuple[str, str]], port: int) -> list[tuple[str, str]]:
+    """The headers as sent, with API Gateway's X-Forwarded-Proto and -Port in place of the client's."""
+    kept = [(name, value) for name, value in headers if name.lower() not in _SET_OVER_TLS]
+    return [*kept, ("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", str(port))]
+
+
+_SET_OVER_TLS = {"x-forwarded-proto", "x-forwarded-port"}
 
 
 def _reason(status: int) -> str:

@@ -25,7 +25,11 @@ from typing import IO
 from devstack.errors import StartupError
 from devstack.provision import DEFAULT_TEMPLATE
 
-_LISTENING = re.compile(r"listening on (?P<url>http://127\.0\.0\.1:(?P<port>\d+)) \(moto on :(?P<moto>\d+);")
+_LISTENING = re.compile(
+    r"listening on (?P<url>https?://127\.0\.0\.1:(?P<port>\d+)) \(moto on :(?P<moto>\d+);"
+)
+# Read by `python -m devstack` as defaults of --tls-cert and --tls-key: a stack serves HTTPS only when asked.
+_TLS_VARIABLES = ("TLS_CERT", "TLS_KEY")
 _ADMIN = re.compile(r"^Platform admin: username=(?P<username>\S+)(?: password=(?P<password>\S+))?")
 
 
@@ -67,6 +71,8 @@ def start_stack(
     env: Mapping[str, str] | None = None,
     stderr: IO[str] | int | None = None,
     timeout: float = 120.0,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
 ) -> StackProcess:
     """Start a stack (port 0: a free one) and wait until it listens; raise StartupError if it exits.
 
@@ -74,16 +80,24 @@ def start_stack(
 
     `env` is added to this process's environment (e.g. FLOWGATE_ADMIN_USERNAME/PASSWORD,
     FLOWGATE_LOCAL_SCHEDULE_SECONDS). The stack's stderr (its logs) goes to `stderr`, by default ours.
+
+    With `tls_cert` and `tls_key` (PEM files) the stack serves HTTPS only, and `url` is https://. Without
+    them it serves HTTP, whatever TLS_CERT and TLS_KEY this process has in its environment.
     """
     command = [sys.executable, "-m", "devstack", "--port", str(port)]
     if template is not None:
         command += ["--template", str(template)]
     if parameter_overrides:
         command += ["--parameter-overrides", parameter_overrides]
+    if tls_cert is not None:
+        command += ["--tls-cert", str(Path(tls_cert).resolve())]
+    if tls_key is not None:
+        command += ["--tls-key", str(Path(tls_key).resolve())]
+    inherited = {name: value for name, value in os.environ.items() if name not in _TLS_VARIABLES}
     process = subprocess.Popen(
         command,
         cwd=DEFAULT_TEMPLATE.parent,  # the repository root, where `-m devstack` is found
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,

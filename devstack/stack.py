@@ -25,6 +25,7 @@ from devstack.motoserver import MotoServer
 from devstack.naming import Physical, StackContext
 from devstack.provision import DEFAULT_TEMPLATE, AwsClients, provision
 from devstack.template import Template, load_template
+from devstack.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class StackConfig:
     secret_values: Mapping[str, str] = field(default_factory=dict)  # secret logical id -> SecretString
     max_instances: int = MAX_INSTANCES_PER_FUNCTION  # warm workers (processes) per function
     warm_up: bool = True  # start one worker of every function in the background once the stack is ready
+    tls_cert: Path | None = None  # with tls_key: serve HTTPS (only) with this PEM certificate (chain)
+    tls_key: Path | None = None  # its private key, PEM, unencrypted
 
 
 class LocalStack:
@@ -57,6 +60,7 @@ class LocalStack:
         self.template = template or load_template(
             config.template_path, config.parameter_overrides, config.context
         )
+        self._tls = server_context(config.tls_cert, config.tls_key)  # a bad certificate fails here too
         self.moto = MotoServer()
         self.physical: dict[str, Physical] = {}
         self._clients: AwsClients | None = None
@@ -137,6 +141,7 @@ class LocalStack:
                 cfn_responses=responses,
                 account_id=context.account_id,
                 port=self.config.port,
+                tls=self._tls,
             )
         except OSError as exc:
             raise StartupError(f"cannot listen on 127.0.0.1:{self.config.port}: {exc}") from exc
@@ -146,7 +151,7 @@ class LocalStack:
                 template.custom_resources(),
                 runtime.invoke,
                 responses,
-                response_url_base=gateway.url + CFN_RESPONSE_PREFIX,
+                response_url_base=gateway.loopback_url + CFN_RESPONSE_PREFIX,
                 context=context,
             )
         )
