@@ -29,6 +29,7 @@ class Stack:
 
     process: StackProcess
     log: Path  # the stack's stderr: devstack's own log lines
+    verify: str | bool = True  # a CA bundle, for a stack serving HTTPS with a test CA's certificate
 
     @property
     def base(self) -> str:
@@ -47,6 +48,7 @@ class Stack:
         headers = dict(kw.pop("headers", {}))
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        kw.setdefault("verify", self.verify)
         return requests.request(method, self.url(path), json=body, headers=headers, timeout=60, **kw)
 
     def login(self, username: str, password: str) -> str:

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 # A guard against runaway scripts: children per execution (their depth is the flow service's rule).
 MAX_CHILDREN = 100
 CANCEL_POLL_SECONDS = 1.0
-REMOTE_POLL_SECONDS = 0.2  # how often a parent looks whether its remote child's report came
+REMOTE_POLL_SECONDS = 0.2  # how often a parent looks whether its remote child's report came ...
+REMOTE_FAST_POLL_SECONDS = 10.0  # ... for this long, then each second
 # Past its time limit plus this, a running execution's runner is taken to have died.
 LEASE_MARGIN_SECONDS = 120.0
 
@@ -340,11 +341,14 @@ class ScriptCalls:
     def _await_remote(self, child_id: str) -> None:
         """A remote child ends when its link brings the peer's report; this parent's time limit bounds
         the wait (the sandbox stops the script), and its end cancels the child (close)."""
+        started = time.monotonic()
         while not self._closing.is_set():
             item = self.runner.store.get_execution(child_id)
             if item is None or ExecutionStatus(item["status"]).final:
                 return
-            self._closing.wait(REMOTE_POLL_SECONDS)
+            # often while a quick remote run is likely to end, then once a second
+            slow = time.monotonic() - started > REMOTE_FAST_POLL_SECONDS
+            self._closing.wait(1.0 if slow else REMOTE_POLL_SECONDS)
 
     def _wait_child(self, args: dict[str, Any]) -> dict[str, Any]:
         child_id = self._own_child(args)
