@@ -62,9 +62,10 @@ e2e: $(VENV)/.installed
 fuzz: $(VENV)/.installed
 	$(PY) -m pytest -q tests/fuzz
 
-## keys: two RSA key pairs and each side's sync config key fields, ready to paste (workspace linking)
+## keys: two RSA key pairs and each side's sync config key fields, ready to paste (workspace linking);
+## with KEYS_DIR=dir, the four PEM files written there instead (a.key, a.pub, b.key, b.pub)
 keys: $(VENV)/.installed
-	@PYTHONPATH=shared $(PY) -m devstack.keys
+	@PYTHONPATH=shared $(PY) -m devstack.keys $(if $(KEYS_DIR),--dir "$(KEYS_DIR)")
 
 ## bench: measured figures (import ratio per function, ...), printed and kept in benchmarks/results/
 bench: $(VENV)/.installed

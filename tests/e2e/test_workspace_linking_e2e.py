@@ -680,3 +680,46 @@ def test_a_sync_interval_sends_in_batches(stacks: tuple[Stack, Stack]):
 
     spread = dt.datetime.fromisoformat(arrived[-1]) - dt.datetime.fromisoformat(arrived[0])
     assert spread.total_seconds() < 1  # one envelope brought all three
+
+
+def test_the_readme_linking_session_runs_verbatim(stacks: tuple[Stack, Stack]):
+    """The README's two-stack session, run by bash against these two stacks (only ports and names differ)."""
+    import re
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- e2e: readme-linking -->\s*```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md lost the linking session"
+    a, b = stacks
+    suffix = uuid.uuid4().hex[:6]
+    script = (
+        block.group(1)
+        .replace("http://127.0.0.1:3000", a.base)
+        .replace("http://127.0.0.1:3001", b.base)
+        .replace(
+            '"username": "admin", "password": "admin-password-change-me"',
+            json.dumps({"username": ADMIN[0], "password": ADMIN[1]})[1:-1],
+        )
+        .replace("linkco", f"linkco-{suffix}")
+        .replace("linker", f"linker-{suffix}")
+        .replace("from-a", f"from-a-{suffix}")
+        .replace("to-b", f"to-b-{suffix}")
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout.replace(" ", "")
+    assert '"status":"success","message":"alldone"' in out.replace("\n", "")
+    assert '"greeting":"hellofromB"' in out
+    assert '"running in the linked workspace"' in done.stdout
+    assert f'"sync_config":"from-a-{suffix}"' in out
+    assert "flow hello in B: 404" in done.stdout
+    assert "PRIVATE KEY" not in done.stdout
