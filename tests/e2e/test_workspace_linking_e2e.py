@@ -507,6 +507,25 @@ def test_cancelling_the_execution_cancels_the_remote_run(stacks: tuple[Stack, St
     assert theirs
     assert a.call("GET", f"/executions/{eid}").json()["status"] == "cancelled"
 
+    # a parent whose child runs remotely: cancelling the parent cancels the remote run too
+    parent = (
+        "def handler(system, this, inputs):\n"
+        "    child = this.flow('slow', remote_workspace_name='cancel-to-b', run=False)\n"
+        "    child.run_async()\n"
+        "    child.wait()\n"
+    )
+    assert a.call("PUT", "/flows/parent", {"script": parent}).status_code == 201
+    pid = a.call("POST", "/executions", {"flow": "parent"}).json()["id"]
+    second = _until(
+        lambda: [e for e in _linked_executions(b, "cancel-from-a") if e["id"] != running[0]["id"]],
+        what="the parent's remote child to start",
+    )
+    assert a.call("POST", f"/executions/{pid}/cancel").json()["status"] == "cancelled"
+    assert _until(
+        lambda: b.call("GET", f"/executions/{second[0]['id']}").json()["status"] == "cancelled",
+        what="the remote child to be cancelled with its parent",
+    )
+
 
 def test_key_rotation_without_a_failed_exchange(stacks: tuple[Stack, Stack]):
     a, b = _tenant(stacks[0]), _tenant(stacks[1])
@@ -626,7 +645,7 @@ class Outage:
         self.server.close()
 
 
-def test_the_remote_down_and_back_delivers_everything_exactly_once(stacks: tuple[Stack, Stack]):
+def test_the_remote_down_for_a_minute_and_back_delivers_everything_exactly_once(stacks: tuple[Stack, Stack]):
     from urllib.parse import urlsplit
 
     a, b = _tenant(stacks[0]), _tenant(stacks[1])
@@ -644,7 +663,7 @@ def test_the_remote_down_and_back_delivers_everything_exactly_once(stacks: tuple
         )
         assert "could not be reached" in health["last_error"]
         assert health["backlog"] >= 3
-        time.sleep(4)  # retries with backoff meanwhile
+        time.sleep(50)  # a minute down in all: retries with backoff, and the sweep, meanwhile
         assert all(a.call("GET", f"/executions/{e}").json()["status"] == "pending" for e in waiting)
         assert _linked_executions(b, "outage-from-a") == []
         # Then the remote reachable again but its answers lost: it applies, the caller retries

@@ -141,3 +141,19 @@ def test_make_keys_writes_pem_files_for_scripts(tmp_path: Path):
         public = keys.public_key(written[f"{side}.pub"].read_text(), "remote_public_key")
         assert keys.fingerprint(private.public_key()) == keys.fingerprint(public)
         assert written[f"{side}.key"].stat().st_mode & 0o077 == 0  # the owner's alone
+
+
+def test_a_rotation_window_accepts_both_remote_keys_until_it_ends():
+    from datetime import UTC, datetime, timedelta
+
+    from flowgate.sync.links import Link, LoadedKeys
+
+    own, current, nxt = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3))
+    loaded = LoadedKeys(own, keys.fingerprint(own.public_key()), current.public_key(), nxt.public_key())
+    ends = datetime(2027, 1, 31, 12, tzinfo=UTC)
+    link = Link({"id": "c", "name": "n", "rotation_ends_at": ends.isoformat()}, loaded)
+    fps = {keys.fingerprint(k.public_key()) for k in (current, nxt)}
+    assert set(link.remote_keys(ends - timedelta(seconds=1))) == fps
+    assert set(link.remote_keys(ends)) == {keys.fingerprint(nxt.public_key())}
+    without_end = Link({"id": "c", "name": "n"}, loaded)
+    assert set(without_end.remote_keys(ends + timedelta(days=999))) == fps  # retired by hand only

@@ -358,10 +358,22 @@ class ScriptCalls:
         timeout = args.get("timeout")
         eid = self.execution["id"]
         self.runner.store.transition(eid, ExecutionStatus.WAITING, allowed_from=[ExecutionStatus.RUNNING])
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
         try:
-            future.result(timeout=float(timeout) if timeout is not None else None)
-        except FutureTimeout as exc:
-            raise Conflict(f"the child execution did not end within {timeout} s") from exc
+            # in slices, so that a cancel of this execution ends the wait (and then the children)
+            while not future.done():
+                if self.cancelled():
+                    raise Conflict("this execution was cancelled while it waited for its child")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Conflict(f"the child execution did not end within {timeout} s")
+                try:
+                    future.result(
+                        timeout=CANCEL_POLL_SECONDS if left is None else min(left, CANCEL_POLL_SECONDS)
+                    )
+                except FutureTimeout:
+                    continue
+            future.result()
         finally:
             self.runner.store.transition(eid, ExecutionStatus.RUNNING, allowed_from=[ExecutionStatus.WAITING])
         return self._child_view(child_id)
