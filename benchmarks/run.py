@@ -60,6 +60,8 @@ def _registry() -> dict[str, Benchmark]:
         message_rate,
         pending_tasks,
         runtime_overhead,
+        sync_rate,
+        sync_verify,
         workflow_decisions,
     )
 
@@ -73,6 +75,8 @@ def _registry() -> dict[str, Benchmark]:
         "message_rate": message_rate.run,
         "login_throttle": login_throttle.run,
         "gateway_rate": gateway_rate.run,
+        "sync_verify": sync_verify.run,
+        "sync_rate": sync_rate.run,
     }
 
 
