@@ -223,10 +223,9 @@ class Container:
 
     @cached_property
     def sync_applier(self) -> Applier:
-        from flowgate.bridges import SyncExecutions
         from flowgate.sync.apply import Applier
 
-        return Applier(SyncExecutions(self.flows), self.sync_outbox)
+        return Applier(self.flows, self.sync_outbox)  # FlowService is sync.ports.Executions
 
     @cached_property
     def sync_receiver(self) -> Receiver:
@@ -243,7 +242,6 @@ class Container:
 
     @cached_property
     def sync_sender(self) -> Sender:
-        from flowgate.bridges import SyncExecutions
         from flowgate.sync.adapters import GuardedTransport
         from flowgate.sync.exchange import Sender
         from flowgate.url_guard import OutboundPolicy
@@ -253,7 +251,7 @@ class Container:
             self.sync_keys,
             applier=self.sync_applier,
             outbox=self.sync_outbox,
-            executions=SyncExecutions(self.flows),
+            executions=self.flows,
             transport=GuardedTransport(OutboundPolicy.from_allow_list(self.settings.outbound_allow_list)),
             settings=self.exchange_settings,
         )

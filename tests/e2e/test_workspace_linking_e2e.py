@@ -305,7 +305,7 @@ def test_attacks_are_refused_with_401_and_change_nothing(link: Link):
     assert duplicated == 401
     assert link.b.call("GET", f"/executions/{_their_id(link, eid)}").status_code == 404
     # 299 s old still verifies (and then runs the message)
-    assert _post(link, body, _signed(link, body, created=_ago(299))).status_code == 200
+    assert _post(link, body, _signed(link, body, created=_ago(299, toward_now=True))).status_code == 200
 
 
 def test_an_unknown_config_name_gets_the_same_answer_as_a_bad_signature(link: Link):
@@ -344,15 +344,22 @@ def _private(pair: KeyPair) -> Any:
 
 def _their_id(link: Link, peer_execution_id: str) -> str:
     config_id = link.b.call("GET", "/sync_config/link-from-a").json()["id"]
-    from flowgate.sync.apply import _NAMESPACE
+    from flowgate.sync.apply import execution_id_for
 
-    return str(uuid.uuid5(_NAMESPACE, f"{config_id}:{peer_execution_id}"))
+    return execution_id_for(config_id, peer_execution_id)
 
 
-def _ago(seconds: int) -> Any:
+def _ago(seconds: int, *, toward_now: bool = False) -> Any:
+    """`created` that many whole seconds before now (negative: ahead). The header carries whole
+    seconds, so the stamp is rounded away from now (a refusal must not slip into the window by the
+    signer's truncation), or toward it (an acceptance must not slip out by the request's latency)."""
     import datetime as dt
+    import math
 
-    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    now = time.time()
+    away = (seconds > 0) != toward_now
+    stamp = (math.floor(now) if away else math.ceil(now)) - seconds
+    return dt.datetime.fromtimestamp(stamp, dt.UTC)
 
 
 def test_bad_configs_are_refused(link: Link):

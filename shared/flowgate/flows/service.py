@@ -185,7 +185,7 @@ class FlowService:
                 extra={"execution_id": item.get("id")},
             )
 
-    def receive_remote_run(
+    def receive_run(
         self,
         workspace_id: str,
         execution_id: str,
@@ -197,8 +197,11 @@ class FlowService:
         origin: Mapping[str, Any],
     ) -> None:
         """A run a linked workspace sent: an execution of the script it sent, made and queued once (a
-        repeated message finds it), with no flow of that name here. Inputs this table cannot hold end
-        it in error at once, visibly on both sides."""
+        repeated message finds it and counts nothing), with no flow of that name here. Inputs this
+        table cannot hold end it in error at once, visibly on both sides; a refusal (the workspace's
+        quota) is raised for the link to report."""
+        if self.store.get_execution(execution_id) is not None:
+            return  # made by an earlier delivery of the same message
         problem = document_error(dict(inputs))
         item = new_execution(
             workspace_id,
@@ -220,7 +223,9 @@ class FlowService:
         try:
             self._store(item)
         except Conflict:
-            return  # made by an earlier delivery of the same message
+            if self.store.get_execution(execution_id) is None:
+                raise  # not a concurrent delivery: a refusal, e.g. quota_exceeded
+            return
         if problem is None:
             self.queue.send(execution_id, workspace_id)
         self.notify(item)
@@ -252,7 +257,7 @@ class FlowService:
             return
         self.notify(done)
 
-    def execution_link(self, execution_id: str) -> dict[str, Any] | None:
+    def linked_execution(self, execution_id: str) -> dict[str, Any] | None:
         """Which workspace an execution is in, its status and the link it runs through (if any)."""
         item = self.store.get_execution(execution_id)
         return None if item is None else {k: item.get(k) for k in ("workspace_id", "status", "remote")}
@@ -264,7 +269,7 @@ class FlowService:
         page = self.store.list_executions(workspace_id, 100, cursor)
         return list(page.items), page.next
 
-    def put_mirror(
+    def mirror(
         self, workspace_id: str, execution_id: str, snapshot: Mapping[str, Any], origin: Mapping[str, Any]
     ) -> None:
         """A read-only copy of a linked workspace's execution; an older copy never replaces a newer one."""

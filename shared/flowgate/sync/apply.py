@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from flowgate.errors import Forbidden
+from flowgate.errors import FlowgateError, Forbidden
 from flowgate.sync.links import Link
 from flowgate.sync.models import SyncRole
 from flowgate.sync.outbox import Outbox
@@ -25,7 +25,11 @@ ACTIVE = frozenset({"pending", "running", "waiting"})
 
 def local_id(link: Link, peer_execution_id: str) -> str:
     """The id here of what the peer's execution `peer_execution_id` made through this link."""
-    return str(uuid.uuid5(_NAMESPACE, f"{link.id}:{peer_execution_id}"))
+    return execution_id_for(link.id, peer_execution_id)
+
+
+def execution_id_for(config_id: str, peer_execution_id: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{config_id}:{peer_execution_id}"))
 
 
 class Applier:
@@ -81,26 +85,33 @@ class Applier:
         allowed = link.config.get("allowed_flows")
         here = local_id(link, message.execution_id)
         if allowed is not None and message.flow not in allowed:
-            self.outbox.add(
-                link.config,
-                Status(
-                    id=f"status:{here}:refused",
-                    execution_id=message.execution_id,
-                    remote_execution_id=here,
-                    status="error",
-                    message=f"the linked workspace does not run '{message.flow}' (allowed_flows)",
-                ),
+            self._refuse(
+                link, message, here, f"the linked workspace does not run '{message.flow}' (allowed_flows)"
             )
             return
-        self.executions.receive_run(
-            link.workspace_id,
-            here,
-            flow=message.flow,
-            script=message.script,
-            inputs=message.inputs,
-            started_by=f"sync:{link.name}",
-            origin=_origin(link, key_id, message.execution_id),
+        try:
+            self.executions.receive_run(
+                link.workspace_id,
+                here,
+                flow=message.flow,
+                script=message.script,
+                inputs=message.inputs,
+                started_by=f"sync:{link.name}",
+                origin=_origin(link, key_id, message.execution_id),
+            )
+        except FlowgateError as exc:  # refused here (the workspace's quota): the caller's child fails
+            self._refuse(link, message, here, f"the linked workspace refused the run: {exc.message}")
+
+    def _refuse(self, link: Link, message: Run, here: str, why: str) -> None:
+        """The run is not made here; its caller's child ends in error saying why."""
+        refusal = Status(
+            id=f"status:{here}:refused",
+            execution_id=message.execution_id,
+            remote_execution_id=here,
+            status="error",
+            message=why,
         )
+        self.outbox.add(link.config, refusal)
 
     def _status(self, link: Link, message: Status) -> None:
         fields: dict[str, object] = {

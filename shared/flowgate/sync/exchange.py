@@ -192,10 +192,7 @@ class Receiver:
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _health(self, name: str, **fields: object) -> None:
-        try:
-            self.store.record_health(name, **fields)
-        except Exception:  # health is for people; it never fails an exchange
-            logger.exception("could not record a link's health", extra={"sync_config": name})
+        _record_health(self.store, name, **fields)
 
 
 class Sender:
@@ -344,10 +341,14 @@ class Sender:
         self._health(str(config["name"]), backfill=nxt)
 
     def _health(self, name: str, **fields: object) -> None:
-        try:
-            self.store.record_health(name, **fields)
-        except Exception:
-            logger.exception("could not record a link's health", extra={"sync_config": name})
+        _record_health(self.store, name, **fields)
+
+
+def _record_health(store: SyncStore, name: str, **fields: object) -> None:
+    try:
+        store.record_health(name, **fields)
+    except Exception:  # health is for people; it never fails an exchange
+        logger.exception("could not record a link's health", extra={"sync_config": name})
 
 
 def _error_of(body: bytes) -> str:
