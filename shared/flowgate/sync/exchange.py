@@ -244,18 +244,23 @@ class Sender:
     def _rounds(self, name: str, poll_seconds: float) -> int:
         deadline = time.monotonic() + poll_seconds
         acks: list[str] = []
-        rounds = 0
+        rounds, sent = 0, False
         while True:
             config = self.store.get(name)
             if config is None or not config.get("enabled") or not config.get("remote_url"):
                 return rounds
             self._backfill(config)
             left = deadline - time.monotonic()
-            wait = max(0.0, min(left, self.settings.long_poll_seconds))
+            # After sending, one long poll more: the answers to what was just sent are likely coming.
+            wait = (
+                self.settings.long_poll_seconds
+                if sent
+                else max(0.0, min(left, self.settings.long_poll_seconds))
+            )
             result = self.exchange(self.keys.link(config), acks, wait=wait)
             rounds += 1
-            acks = result.acks
-            if result.more or result.received or acks:
+            acks, sent = result.acks, result.sent > 0
+            if result.more or result.received or acks or sent:
                 continue
             if time.monotonic() >= deadline:
                 return rounds
