@@ -72,16 +72,16 @@ class MemoryVault:
     """A KeyVault in memory (Secrets Manager's part of a config's keys)."""
 
     def __init__(self) -> None:
-        self.secrets: dict[str, dict[str, str | None]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, str | None]] = {}
 
-    def put(self, config_id: str, keys: Mapping[str, str | None]) -> None:
-        self.secrets[config_id] = dict(keys)
+    def put(self, config_id: str, keys_ref: str, keys: Mapping[str, str | None]) -> None:
+        self.secrets[(config_id, keys_ref)] = dict(keys)
 
-    def get(self, config_id: str) -> dict[str, str | None]:
-        return dict(self.secrets[config_id])
+    def get(self, config_id: str, keys_ref: str) -> dict[str, str | None]:
+        return dict(self.secrets[(config_id, keys_ref)])
 
-    def delete(self, config_id: str) -> None:
-        self.secrets.pop(config_id, None)
+    def delete(self, config_id: str, keys_ref: str) -> None:
+        self.secrets.pop((config_id, keys_ref), None)
 
 
 class MemoryNonces:
@@ -171,11 +171,12 @@ class Subjects:
             "workspace_id": str(uuid.uuid4()),
             "role": "controlled",
             "enabled": True,
-            "keys_version": 1,
+            "keys_ref": "k1",
         }
         self.vault = MemoryVault()
         self.vault.put(
             self.config["id"],
+            "k1",
             {
                 "own_private_key": own.private_pem,
                 "remote_public_key": self.peer.public_pem,

@@ -743,7 +743,8 @@ def test_the_readme_linking_session_runs_verbatim(stacks: tuple[Stack, Stack]):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout.replace(" ", "")
-    assert '"status":"success","message":"alldone"' in out.replace("\n", "")
+    sync_log = [line for line in a.everything_logged().splitlines() if '"sync' in line][-30:]
+    assert '"status":"success","message":"alldone"' in out.replace("\n", ""), "\n".join(sync_log)
     assert '"greeting":"hellofromB"' in out
     assert '"running in the linked workspace"' in done.stdout
     assert f'"sync_config":"from-a-{suffix}"' in out

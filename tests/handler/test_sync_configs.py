@@ -120,7 +120,13 @@ def _path(t: Tenant, name: str = "") -> str:
 
 
 def _secret_id(config_id: str) -> str:
-    return f"flowgate/{container().settings.stage}/sync/{config_id}"
+    """The config's one keys secret: `flowgate/<stage>/sync/<config id>/<keys ref>` (a new name for
+    each set of keys); a name that does not exist when there is none."""
+    prefix = f"flowgate/{container().settings.stage}/sync/{config_id}/"
+    listed = boto3.client("secretsmanager").list_secrets(Filters=[{"Key": "name", "Values": [prefix]}])
+    names = [s["Name"] for s in listed["SecretList"] if s["Name"].startswith(prefix)]
+    assert len(names) <= 1, names  # a replaced set of keys is deleted
+    return names[0] if names else prefix + "none"
 
 
 def _secret(config_id: str) -> dict[str, Any]:
@@ -450,7 +456,6 @@ def _bad_inputs() -> dict[str, tuple[dict[str, Any], str]]:
         "public key as own key": ({"own_private_key": remote}, "own_private_key"),
         "encrypted own key": ({"own_private_key": _private_pem(_rsa(OWN), b"passphrase")}, "own_private_key"),
         "own key as remote key": ({"remote_public_key": _public_pem(_rsa(OWN))}, "remote_public_key"),
-        # (the message names remote_public_key, not remote_public_key_next: see the xfail test below)
         "own key as next remote key": (
             {"remote_public_key_next": _public_pem(_rsa(OWN))},
             "remote_public_key",
@@ -507,11 +512,6 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(sapi: Api, tena
     assert [s["Name"] for s in secrets if "/sync/" in s["Name"]] == [_secret_id(view["id"])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowgate.sync.configs._keys: own key given as remote_public_key_next is refused with a message "
-    "naming remote_public_key, the field that was fine",
-)
 def test_the_own_key_as_the_next_remote_key_is_refused_naming_that_field(sapi: Api, tenant: Tenant):
     # Given a config
     a = tenant
@@ -527,12 +527,6 @@ def test_the_own_key_as_the_next_remote_key_is_refused_naming_that_field(sapi: A
     assert "remote_public_key_next" in answer.body["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowgate.sync.configs._check_certificate accepts a PEM bundle that also holds a private key "
-    "(x509.load_pem_x509_certificates skips other blocks): the key is stored in ca_certificate and shown "
-    "by every GET and list",
-)
 def test_a_private_key_pasted_with_the_ca_certificate_is_never_shown(sapi: Api, tenant: Tenant):
     # Given a name no config has
     a = tenant
@@ -549,11 +543,6 @@ def test_a_private_key_pasted_with_the_ca_certificate_is_never_shown(sapi: Api, 
     assert "ca_certificate" in answer.body["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowgate.sync.configs.put writes the keys to Secrets Manager before the versioned replace: a "
-    "PUT that loses to a concurrent one (409) still leaves its keys stored, under the winner's fingerprints",
-)
 def test_a_put_that_loses_a_race_leaves_the_winners_keys(
     sapi: Api, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ):
@@ -567,12 +556,12 @@ def test_a_put_that_loses_a_race_leaves_the_winners_keys(
     concurrent: list[Answer] = []
     raced = threading.Event()
 
-    def put_after_a_concurrent_put(config_id: str, keys: Any) -> None:
+    def put_after_a_concurrent_put(config_id: str, keys_ref: str, keys: Any) -> None:
         if not raced.is_set():
             raced.set()
             body = {"own_private_key": _private_pem(_rsa("winner"))}
             concurrent.append(other_function.call("PUT", _path(a, "raced"), body, token=a.admin_token))
-        store_keys(config_id, keys)
+        store_keys(config_id, keys_ref, keys)
 
     monkeypatch.setattr(vault, "put", put_after_a_concurrent_put)
 

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -372,12 +373,6 @@ def test_an_unknown_name_a_bad_signature_and_a_disabled_config_get_the_same_401(
     assert _queued_runs() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowgate.sync.signing checks `created` (the package does, before it resolves the key) and the "
-    "Receiver passes stale_signature through: anyone, holding no key, tells a config name that exists "
-    "from one that does not",
-)
 def test_a_stale_signature_by_anyone_does_not_tell_a_known_name_from_an_unknown_one(ws: Workspace):
     # Given a controlled config
     ws.put_config("from-peer")
@@ -605,6 +600,11 @@ class FakePeer:
         return Answer(200, signed, answer)
 
 
+def _retry_now(name: str) -> None:
+    """Skip the link's backoff after a failed round (the sweep would bring it when due)."""
+    container().sync_store.record_health(name, retry_at=None)
+
+
 def _sender(peer: FakePeer, c: Container | None = None) -> Sender:
     """The container's own Sender (its store, keys, applier, outbox, executions), `peer` its transport."""
     sender = copy.copy((c or container()).sync_sender)
@@ -668,12 +668,16 @@ def test_the_sender_function_delivers_the_outbox_and_retries_while_the_peer_is_d
     # When the sender function takes the trigger
     failed = sender.handler(batch(*due), lambda_context("sync-sender"))
 
-    # Then the record is handed back for a retry, and the run stays in the outbox
-    assert failed == {"batchItemFailures": [{"itemIdentifier": due[0]["messageId"]}]}
+    # Then the record is taken (no redelivery piles up while the peer is down): the failure and the next
+    # try are on the link, which the sweep brings, and the run stays in the outbox
+    assert failed == {"batchItemFailures": []}
     assert [m["id"] for m in ws.outbox("to-peer")] == [f"run:{child}"]
     assert "could not be reached" in ws.config("to-peer")["health"]["last_error"]
+    item = container().sync_store.get("to-peer") or {}
+    assert (item["failures"], float(item["retry_at"]) > time.time()) == (1, True)
 
-    # When the retry comes and the peer is back
+    # When the retry comes, due, and the peer is back
+    _retry_now("to-peer")
     peer.down = False
     retried = sender.handler(batch(queue.forged(SyncDue(sync_config="to-peer").body())), lambda_context("s"))
 
@@ -706,14 +710,14 @@ def test_a_message_leaves_the_outbox_only_once_acknowledged(controlling: tuple[W
     peer = FakePeer(answer_lost=True)
 
     # When the sender exchanges with it
-    with pytest.raises(SyncFailed):
-        _sender(peer).run("to-peer")
+    _sender(peer).run("to-peer")
 
     # Then the run stays in the outbox
     assert peer.received == [f"run:{child}"]
     assert [m["id"] for m in ws.outbox("to-peer")] == [f"run:{child}"]
 
     # When the next exchange's answer arrives with the acknowledgement
+    _retry_now("to-peer")
     peer.answer_lost = False
     _sender(peer).run("to-peer")
 
@@ -722,11 +726,6 @@ def test_a_message_leaves_the_outbox_only_once_acknowledged(controlling: tuple[W
     assert ws.outbox("to-peer") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sender._rounds (defaf12) goes on after every round that sent something: a peer that answers "
-    "200 without acknowledging gets the same messages again, without pause or end",
-)
 def test_a_peer_that_does_not_acknowledge_does_not_keep_the_sender_going(controlling: tuple[Workspace, str]):
     # Given a child sent through the link, and a peer that answers but acknowledges nothing
     ws, child = controlling
@@ -799,15 +798,14 @@ def test_an_answer_that_is_not_accepted_applies_nothing_and_keeps_the_outbox(
         peer.pending = peer.pending or [_status(child, outputs=forged)]
 
         # When the sender exchanges with the peer
-        with pytest.raises(SyncFailed) as failed:
-            _sender(peer).run("to-peer")
+        _sender(peer).run("to-peer")
+        _retry_now("to-peer")
 
         # Then nothing of the answer is applied, the run stays in the outbox, and the health says why
         assert peer.received, what  # the peer did get the request
         assert ws.executions() == before, what
         assert [m["id"] for m in ws.outbox("to-peer")] == [f"run:{child}"], what
         health = ws.config("to-peer")["health"]
-        assert health["last_error"] == failed.value.message, what
         assert reason in health["last_error"], (what, health)
         assert (health["last_error_at"] is not None, health["backlog"]) == (True, 1), what
 
@@ -828,8 +826,8 @@ def test_messages_wait_while_the_peer_is_down_and_are_applied_once_when_it_is_ba
     sender = _sender(peer)
 
     # When the sender tries to exchange
-    with pytest.raises(SyncFailed):
-        sender.run("to-peer")
+    sender.run("to-peer")
+    _retry_now("to-peer")
 
     # Then the run waits in the outbox, and the health says the peer is unreachable
     assert [m["id"] for m in ws.outbox("to-peer")] == [f"run:{child}"]
@@ -850,8 +848,8 @@ def test_messages_wait_while_the_peer_is_down_and_are_applied_once_when_it_is_ba
     report = _status(child, outputs={"greeting": "once"})
     peer.pending = [report]
     peer.answer_lost = True
-    with pytest.raises(SyncFailed):
-        sender.run("to-peer")
+    sender.run("to-peer")
+    _retry_now("to-peer")
 
     # Then nothing is applied yet
     assert ws.execution(child)["status"] == "pending"

@@ -26,28 +26,28 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class SecretsManagerKeys:
-    """A config's keys as one JSON secret `flowgate/<stage>/sync/<config id>` (the IAM policies cover
-    `flowgate/<stage>/sync/*`). Values go to the sync domain only; never logged."""
+    """A config's keys as one JSON secret `flowgate/<stage>/sync/<config id>/<keys ref>` per set of keys
+    (the IAM policies cover `flowgate/<stage>/sync/*`). Values go to the sync domain only; never logged."""
 
     def __init__(self, stage: str, client: SecretsManagerClient | None = None) -> None:
         self.stage = stage
         self.client = client
 
-    def _secret(self, config_id: str) -> StringSecret:
-        return StringSecret(f"flowgate/{self.stage}/sync/{config_id}", self.client)
+    def _secret(self, config_id: str, keys_ref: str) -> StringSecret:
+        return StringSecret(f"flowgate/{self.stage}/sync/{config_id}/{keys_ref}", self.client)
 
-    def put(self, config_id: str, keys: Mapping[str, str | None]) -> None:
-        self._secret(config_id).put(json.dumps(dict(keys)))
+    def put(self, config_id: str, keys_ref: str, keys: Mapping[str, str | None]) -> None:
+        self._secret(config_id, keys_ref).put(json.dumps(dict(keys)))
 
-    def get(self, config_id: str) -> dict[str, str | None]:
-        raw = self._secret(config_id).get()
+    def get(self, config_id: str, keys_ref: str) -> dict[str, str | None]:
+        raw = self._secret(config_id, keys_ref).get()
         value = json.loads(raw) if raw else None
         if not isinstance(value, dict):
             raise LookupError("the sync config's keys are missing; put the config again with its keys")
         return value
 
-    def delete(self, config_id: str) -> None:
-        self._secret(config_id).delete()
+    def delete(self, config_id: str, keys_ref: str) -> None:
+        self._secret(config_id, keys_ref).delete()
 
 
 class SqsTrigger:

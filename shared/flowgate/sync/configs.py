@@ -8,6 +8,7 @@ stack), and a CA certificate must parse as one.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -97,8 +98,10 @@ class SyncConfigs:
                 "sync config with TLS verification turned off",
                 extra={"sync_config": name, "workspace_id": wsid},
             )
+        # Each set of keys is its own secret, named on the item (`keys_ref`): a PUT that loses a race
+        # deletes its own, and never overwrites the keys the winner's item names.
         if keys is not None:
-            self.vault.put(config_id, keys)
+            self.vault.put(config_id, fields["keys_ref"], keys)
         if current is None:
             item = {
                 "id": config_id,
@@ -115,7 +118,7 @@ class SyncConfigs:
                     {k: v for k, v in item.items() if v is not None}, self.directory.workspace_exists(wsid)
                 )
             except Conflict:
-                self.vault.delete(config_id)
+                self.vault.delete(config_id, fields["keys_ref"])
                 raise
             return self.view(item), True
         if request.send_all_executions and not current.get("send_all_executions"):
@@ -123,7 +126,11 @@ class SyncConfigs:
         try:
             updated = self.store.replace(current, fields)
         except StaleVersion as exc:
+            if keys is not None:
+                self.vault.delete(config_id, fields["keys_ref"])
             raise Conflict("the sync config was changed by another request at the same time; retry") from exc
+        if keys is not None:
+            self.vault.delete(config_id, _keys_ref(current))  # the keys it replaced
         return self.view(updated), False
 
     def get(self, principal: Principal, wsid: str, name: str) -> SyncConfig:
@@ -141,7 +148,7 @@ class SyncConfigs:
         self._authorize(principal, wsid)
         item = self._own(wsid, name)
         self.store.delete(item)
-        self.vault.delete(item["id"])
+        self.vault.delete(item["id"], _keys_ref(item))
 
     # ---- checks ----
     def _check_url(self, url: str | None) -> None:
@@ -168,8 +175,16 @@ class SyncConfigs:
 
     @staticmethod
     def _check_certificate(pem: str | None) -> None:
+        """One or more PEM certificates, and nothing else: the field is shown, so a private key pasted
+        along with a certificate must not be stored in it."""
         if pem is None:
             return
+        labels = set(re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", pem))
+        if labels - {"CERTIFICATE"}:
+            raise BadRequest(
+                "ca_certificate takes PEM certificates only (-----BEGIN CERTIFICATE-----), no keys",
+                code="invalid_certificate",
+            )
         try:
             x509.load_pem_x509_certificates(pem.strip().encode("ascii"))
         except (ValueError, UnicodeEncodeError) as exc:
@@ -196,7 +211,7 @@ class SyncConfigs:
             and "remote_public_key_next" not in request.model_fields_set
         ):
             return None, {}
-        stored = self.vault.get(config_id) if current is not None else {}
+        stored = self.vault.get(config_id, _keys_ref(current)) if current is not None else {}
         merged = {k: v if v is not None else stored.get(k) for k, v in given.items()}
         if "remote_public_key_next" in request.model_fields_set:  # null retires the next key by hand
             merged["remote_public_key_next"] = request.remote_public_key_next
@@ -205,11 +220,12 @@ class SyncConfigs:
         nxt = merged.get("remote_public_key_next")
         nxt_key = public_key(nxt, "remote_public_key_next") if nxt else None
         own_fp = fingerprint(own.public_key())
-        if own_fp in {fingerprint(remote), fingerprint(nxt_key) if nxt_key else None}:
-            raise BadRequest(
-                "remote_public_key is this side's own key: each side needs its own pair (make keys)",
-                code="invalid_key",
-            )
+        for field, key in (("remote_public_key", remote), ("remote_public_key_next", nxt_key)):
+            if key is not None and fingerprint(key) == own_fp:
+                raise BadRequest(
+                    f"{field} is this side's own key: each side needs its own pair (make keys)",
+                    code="invalid_key",
+                )
         public_pem = own.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -218,7 +234,7 @@ class SyncConfigs:
             "own_public_key": public_pem.decode(),
             "remote_key_fingerprint": fingerprint(remote),
             "remote_key_next_fingerprint": fingerprint(nxt_key) if nxt_key else None,
-            "keys_version": int((current or {}).get("keys_version") or 0) + 1,
+            "keys_ref": uuid.uuid4().hex,
         }
         return merged, fields
 
@@ -254,6 +270,10 @@ class SyncConfigs:
             updated_at=item["updated_at"],
             version=int(item["version"]),
         )
+
+
+def _keys_ref(item: Mapping[str, Any]) -> str:
+    return str(item["keys_ref"])
 
 
 def _timestamp(value: str | None, field: str) -> str | None:

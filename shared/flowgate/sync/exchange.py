@@ -11,18 +11,22 @@ answer, bound to its request's nonce, before it applies anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from flowgate.errors import BadRequest, FlowgateError, Unauthorized
 from flowgate.observability import logger
 from flowgate.sync.apply import Applier
+from flowgate.sync.keys import fingerprint
 from flowgate.sync.links import KeyRing, Link
 from flowgate.sync.outbox import Outbox
 from flowgate.sync.ports import Executions, SyncFailed, Transport
@@ -43,6 +47,8 @@ from flowgate.sync.store import Queued, SyncStore
 NOT_VERIFIED = "the request's signature does not verify for this sync config"
 POLL_SECONDS = 0.25
 MAX_RUNS = 5  # lease turns of one sender run (new messages may arrive as it lets go)
+MAX_ROUNDS = 100  # exchanges in one lease turn, whatever the peer does
+RETRY_MAX_SECONDS = 30  # a link that failed is tried again after 2, 4, 8, 16, then every 30 s
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class Round:
     sent: int = 0
     received: int = 0
     acks: list[str] = field(default_factory=list)  # the peer's messages applied here, to acknowledge
+    acknowledged: int = 0  # of ours, taken by the peer
     more: bool = False  # the outbox still holds messages this round could not take
 
 
@@ -97,6 +104,27 @@ def _due(config: Mapping[str, object]) -> bool:
     return time.time() >= float(str(config.get("next_send_at") or 0))
 
 
+class _NoNonces:
+    def remember(self, key_id: str, nonce: str, ttl_seconds: int) -> bool:
+        return False
+
+
+@functools.cache
+def _decoy_keys() -> dict[str, rsa.RSAPublicKey]:
+    """A public key whose private half was thrown away, made once per container."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    return {fingerprint(key): key}
+
+
+def _refuse_as_unknown(url: str, headers: Mapping[str, str], body: bytes) -> NoReturn:
+    try:
+        verify_request(_decoy_keys(), _NoNonces(), method="POST", url=url, headers=headers, body=body)
+    except Unauthorized as exc:
+        message = NOT_VERIFIED if exc.code == INVALID_SIGNATURE else exc.message
+        raise Unauthorized(message, code=exc.code) from None
+    raise Unauthorized(NOT_VERIFIED, code=INVALID_SIGNATURE)  # not reached: nobody holds the decoy
+
+
 class Receiver:
     def __init__(
         self,
@@ -121,8 +149,10 @@ class Receiver:
         """The signed answer to a peer's exchange (headers and body), or a 4xx error."""
         config = self.store.get(name)
         if config is None or not config.get("enabled"):
+            # Checked like a real config's request, against a key nobody holds: the same refusal (a stale
+            # `created` included) whether the name exists or not, so names cannot be probed.
             logger.info("sync request for an unknown or disabled config", extra={"sync_config": name})
-            raise Unauthorized(NOT_VERIFIED, code=INVALID_SIGNATURE)
+            _refuse_as_unknown(url, headers, body)
         link = self.keys.link(config)
         try:
             verified = verify_request(
@@ -221,13 +251,17 @@ class Sender:
         """Exchange with the peer of config `name` until nothing is left to send or to acknowledge, and
         go on long-polling for `poll_seconds`; the number of rounds. One sender per config at a time
         (a lease on the config): a trigger that finds one running leaves its messages to it, and the
-        running one looks at the outbox once more after it lets go. SyncFailed if a round failed."""
+        running one looks at the outbox once more after it lets go. A failed round is recorded on the
+        link with its next try (doubling, at most RETRY_MAX_SECONDS later), which the sweep brings; the
+        messages wait in the outbox meanwhile."""
         rounds = 0
         for _ in range(MAX_RUNS):
             if not self._take_lease(name):
                 break
             try:
                 rounds += self._rounds(name, poll_seconds)
+            except SyncFailed:
+                return rounds + 1  # recorded on the link (health, retry_at); the sweep retries it
             finally:
                 self.store.release(name, "sending_until")
             if not self.store.backlog_of(name):
@@ -244,26 +278,29 @@ class Sender:
     def _rounds(self, name: str, poll_seconds: float) -> int:
         deadline = time.monotonic() + poll_seconds
         acks: list[str] = []
-        rounds, sent = 0, False
-        while True:
+        rounds, linger, lingered = 0, False, False
+        while rounds < MAX_ROUNDS:
             config = self.store.get(name)
             if config is None or not config.get("enabled") or not config.get("remote_url"):
                 return rounds
+            if float(str(config.get("retry_at") or 0)) > time.time():
+                return rounds  # backing off after a failure: the sweep comes back when it is due
             self._backfill(config)
-            left = deadline - time.monotonic()
-            # After sending, one long poll more: the answers to what was just sent are likely coming.
-            wait = (
-                self.settings.long_poll_seconds
-                if sent
-                else max(0.0, min(left, self.settings.long_poll_seconds))
-            )
+            left = max(0.0, min(deadline - time.monotonic(), self.settings.long_poll_seconds))
+            wait = self.settings.long_poll_seconds if linger else left
             result = self.exchange(self.keys.link(config), acks, wait=wait)
             rounds += 1
-            acks, sent = result.acks, result.sent > 0
-            if result.more or result.received or acks or sent:
+            acks, linger = result.acks, False
+            if acks or result.received:
+                continue  # acknowledge what came, and take what else waits
+            if result.acknowledged and result.more:
+                continue  # the peer takes our messages: send the rest
+            if result.acknowledged and not lingered:
+                linger = lingered = True  # one long poll for the answers to what was just sent
                 continue
             if time.monotonic() >= deadline:
                 return rounds
+        return rounds
 
     def sweep(self) -> list[str]:
         """The dialing configs whose exchange should be kept going now: each at most once per long poll
@@ -313,7 +350,14 @@ class Sender:
             except FlowgateError as exc:
                 raise SyncFailed(f"the peer's answer was refused: {exc.message}") from None
         except SyncFailed as exc:
-            self._health(link.name, last_error=exc.message, last_error_at=self.clock().isoformat())
+            failures = int(config.get("failures") or 0) + 1
+            self._health(
+                link.name,
+                last_error=exc.message,
+                last_error_at=self.clock().isoformat(),
+                failures=failures,
+                retry_at=time.time() + min(RETRY_MAX_SECONDS, 2**failures),
+            )
             logger.warning("sync exchange failed", extra={"sync_config": link.name, "reason": exc.message})
             raise
         acknowledged = [q.sk for q in queued if q.message_id in set(reply.acks) & sent_ids]
@@ -324,11 +368,14 @@ class Sender:
             peer_key_fingerprint=key_id,
             last_error=None,
             last_error_at=None,
+            failures=None,
+            retry_at=None,
         )
         return Round(
             sent=len(messages),
             received=len(applied),
             acks=applied,
+            acknowledged=len(acknowledged),
             more=len(queued) >= self.settings.batch_messages,
         )
 

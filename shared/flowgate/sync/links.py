@@ -1,7 +1,7 @@
 """A link: a sync config with its keys loaded, and the per-container cache that loads them once.
 
 Loading an RSA private key with full validation takes 40-300 ms (DESIGN §6), so a container loads each
-config's keys once per key version (`keys_version` grows whenever a key changes) and keeps them.
+config's keys once per set of keys (each set is its own secret, named by the item's `keys_ref`).
 """
 
 from __future__ import annotations
@@ -62,24 +62,24 @@ class Link:
 
 
 class KeyRing:
-    """Keys per (config id, keys version), loaded on first use in this container."""
+    """Keys per (config id, keys ref), loaded on first use in this container."""
 
     def __init__(self, vault: KeyVault) -> None:
         self.vault = vault
-        self._loaded: dict[tuple[str, int], LoadedKeys] = {}
+        self._loaded: dict[tuple[str, str], LoadedKeys] = {}
         self._lock = threading.Lock()
 
     def link(self, config: Mapping[str, Any]) -> Link:
-        slot = (str(config["id"]), int(config.get("keys_version") or 1))
+        slot = (str(config["id"]), str(config["keys_ref"]))
         keys = self._loaded.get(slot)
         if keys is None:
             with self._lock:
-                keys = self._loaded.get(slot) or self._load(slot[0])
+                keys = self._loaded.get(slot) or self._load(*slot)
                 self._loaded = {k: v for k, v in self._loaded.items() if k[0] != slot[0]} | {slot: keys}
         return Link(config, keys)
 
-    def _load(self, config_id: str) -> LoadedKeys:
-        raw = self.vault.get(config_id)
+    def _load(self, config_id: str, keys_ref: str) -> LoadedKeys:
+        raw = self.vault.get(config_id, keys_ref)
         own = private_key(str(raw["own_private_key"]), "own_private_key")
         nxt = raw.get("remote_public_key_next")
         return LoadedKeys(
