@@ -620,6 +620,8 @@ class Outage:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: Any) -> None:
+        """Relay one connection; the mode is read as bytes flow, so a kept-alive connection follows
+        it too: down drops the connection, losing drops it when the answer starts to come back."""
         import socket
         import threading
 
@@ -627,23 +629,22 @@ class Outage:
             client.close()
             return
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        losing = self.mode == "losing"
 
-        def pipe(source: Any, sink: Any | None) -> None:
+        def pipe(source: Any, sink: Any, answers: bool) -> None:
             try:
                 while chunk := source.recv(65536):
-                    if sink is not None:
-                        sink.sendall(chunk)
+                    if self.mode == "down" or (answers and self.mode == "losing"):
+                        break  # the request reached the peer (it applies it); its answer is lost
+                    sink.sendall(chunk)
             except OSError:
                 pass
             finally:
                 for s in (source, sink):
-                    if s is not None:
-                        with contextlib.suppress(OSError):
-                            s.shutdown(socket.SHUT_RDWR)
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
 
-        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
-        pipe(upstream, None if losing else client)
+        threading.Thread(target=pipe, args=(client, upstream, False), daemon=True).start()
+        pipe(upstream, client, True)
         client.close()
         upstream.close()
 
