@@ -401,6 +401,18 @@ def test_bad_configs_are_refused(link: Link):
     )
     assert taken.status_code == 409
     assert other.call("GET", "/sync_config/link-from-a").status_code == 404
+    # and another tenant cannot run through this tenant's link, nor learn that it exists
+    assert other.call("PUT", "/flows/remote-hello", {"script": REMOTE_HELLO}).status_code == 201
+    borrowed = other.call(
+        "POST", "/executions", {"flow": "remote-hello", "remote_workspace_name": "link-from-a"}
+    )
+    assert borrowed.status_code == 404, borrowed.text
+    unknown = other.call(
+        "POST", "/executions", {"flow": "remote-hello", "remote_workspace_name": "no-such-link"}
+    )
+    assert unknown.json()["error"]["message"] == borrowed.json()["error"]["message"].replace(
+        "link-from-a", "no-such-link"
+    )
 
 
 def test_the_controlled_side_behind_nat_dials_out(stacks: tuple[Stack, Stack]):

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from flowgate.errors import BadRequest, FlowgateError, Unauthorized
 from flowgate.observability import logger
@@ -70,6 +70,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
+
+
 def _batch(store: SyncStore, link: Link, limit: int) -> tuple[list[Queued], list[Message]]:
     """The oldest messages of the outbox that fit one envelope."""
     queued: list[Queued] = []
@@ -80,7 +83,7 @@ def _batch(store: SyncStore, link: Link, limit: int) -> tuple[list[Queued], list
         if messages and size > MAX_ENVELOPE_BYTES - 64 * 1024:
             break
         queued.append(entry)
-        messages.append(Envelope.model_validate({"messages": [json.loads(entry.body)]}).messages[0])
+        messages.append(_MESSAGE.validate_json(entry.body))
     return queued, messages
 
 
