@@ -14,7 +14,6 @@ from aws_lambda_powertools.event_handler import Response, content_types
 
 from flowgate.http import API_ROOT, Cursor, Limit, Listing, create_app, created, entry
 from flowgate.rest import caller
-from flowgate.sync.exchange import request_headers
 from flowgate.sync.models import PutSyncConfigRequest, SyncConfig, SyncConfigName
 from flowgate.wiring import container
 
@@ -50,6 +49,8 @@ def delete_sync_config(ws: str, name: str) -> Response[None]:
 @app.post(f"{API_ROOT}/sync_config/<name>/sync", tags=["workspace linking"])
 def exchange(name: str) -> Response[Any]:
     """A peer's signed exchange; the answer is signed with this side's key (Signature, Content-Digest)."""
+    from flowgate.sync.exchange import request_headers  # cryptography and the signature package: here only
+
     event = app.current_event
     headers, body = container().sync_receiver.receive(
         name,
