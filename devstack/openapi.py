@@ -165,6 +165,12 @@ IF_MATCH = {
     ("PATCH", "/api/latest/contracts/{cid}/members/{uid}"),
     ("PATCH", "/api/latest/workspaces/{ws}"),
 }
+# The exchange reads its body as the signed bytes (no model the resolver sees): an Envelope.
+SYNC_EXCHANGE_BODY = {
+    "required": True,
+    "description": "An Envelope, signed (RFC 9421: Signature, Signature-Input, Content-Digest headers)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+}
 # A decision's optional body: nothing, `{}`, any JSON, or a text/plain message (flowgate.http).
 DECISION_BODY = {
     "required": False,
@@ -173,6 +179,9 @@ DECISION_BODY = {
         "text/plain": {"schema": {"type": "string", "maxLength": 16384}},
     },
 }
+
+
+RAW_BODIES = {DECISION: DECISION_BODY, SYNC_EXCHANGE: SYNC_EXCHANGE_BODY}
 
 
 def _query_schemas() -> dict[str, dict[str, Any]]:
@@ -288,8 +297,8 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             route = (method.upper(), path)
-            if route == DECISION:
-                operation["requestBody"] = DECISION_BODY
+            if route in RAW_BODIES:  # bodies the handlers read themselves
+                operation["requestBody"] = RAW_BODIES[route]
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] in queries and "pendingtasks" in path:
                     parameter["schema"] = queries[parameter["name"]]
@@ -308,6 +317,12 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
             responses = _successes(route, operation, returns.get(route, ""))
             for status in sorted(_error_statuses(route, operation)):
                 responses[status] = _error_answer(status)
+            if route == SYNC_EXCHANGE:  # no credentials but the signature: no WWW-Authenticate either
+                responses["401"] = {
+                    "description": "The signature does not verify for this config, or there is no such "
+                    "config (the same answer): invalid_signature, stale_signature, replayed_nonce",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
             gateway_error = {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayError"}}}
             for status, description in GATEWAY_ERRORS.items():
                 responses[status] = {"description": description, "content": gateway_error}

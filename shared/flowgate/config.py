@@ -27,7 +27,7 @@ class Settings(BaseModel):
     max_stored_executions_limited: int = Field(default=1000, ge=1)
     sync_queue_url: str = ""
     sync_long_poll_seconds: float = Field(default=20.0, ge=0, le=25)
-    sync_poll_seconds: float = Field(default=50.0, ge=0, le=800)
+    sync_poll_seconds: float = Field(default=58.0, ge=0, le=800)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -48,5 +48,5 @@ class Settings(BaseModel):
             max_stored_executions_limited=int(environ.get("MAX_STORED_EXECUTIONS_LIMITED", "1000")),
             sync_queue_url=environ.get("SYNC_QUEUE_URL", ""),
             sync_long_poll_seconds=float(environ.get("SYNC_LONG_POLL_SECONDS", "20")),
-            sync_poll_seconds=float(environ.get("SYNC_POLL_SECONDS", "50")),
+            sync_poll_seconds=float(environ.get("SYNC_POLL_SECONDS", "58")),
         )

@@ -259,7 +259,7 @@ class Sender:
         messages wait in the outbox meanwhile."""
         rounds = 0
         for _ in range(MAX_RUNS):
-            if not self._take_lease(name):
+            if not self._take_lease(name, poll_seconds):
                 break
             try:
                 rounds += self._rounds(name, poll_seconds)
@@ -271,12 +271,11 @@ class Sender:
                 break
         return rounds
 
-    def _take_lease(self, name: str) -> bool:
+    def _take_lease(self, name: str, poll_seconds: float) -> bool:
+        """The config's sender lease, for as long as this run may take; one that died lets go then."""
         now = time.time()
-        return self.store.claim(name, "sending_until", now, now + self._lease_seconds())
-
-    def _lease_seconds(self) -> float:
-        return self.settings.long_poll_seconds + 60  # a sender that died lets go after this
+        until = now + poll_seconds + 2 * self.settings.long_poll_seconds + 30
+        return self.store.claim(name, "sending_until", now, until)
 
     def _rounds(self, name: str, poll_seconds: float) -> int:
         deadline = time.monotonic() + poll_seconds
