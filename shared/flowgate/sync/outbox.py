@@ -30,20 +30,23 @@ class Outbox:
 
     def add(self, config: Mapping[str, Any], message: Run | Cancel | Status | Mirror) -> None:
         now = self.clock()
+        dials = bool(config.get("enabled") and config.get("remote_url"))
+        interval = config.get("sync_interval") if dials else None
+        # The batch window is claimed before the message is stored, so a round that reads the config in
+        # between sees the window and leaves the message to it.
+        opened = self._open_window(config["name"], int(now), int(interval)) if interval else None
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S.%f")
         self.store.enqueue(
             config["id"], message.id, message.model_dump_json(), stamp, int(now) + OUTBOX_TTL_SECONDS
         )
-        self.wake(config)
-
-    def wake(self, config: Mapping[str, Any]) -> None:
-        if not (config.get("enabled") and config.get("remote_url")):
+        if not dials:
             return  # a listening side: the peer's next exchange collects it
-        interval = config.get("sync_interval")
         if not interval:
             self.trigger.exchange(config["name"])
-            return
-        now = int(self.clock())
-        delay = min(int(interval), MAX_DELAY_SECONDS)
-        if self.store.claim(config["name"], "next_send_at", now, now + delay):
-            self.trigger.exchange(config["name"], delay)
+        elif opened is not None:
+            self.trigger.exchange(config["name"], opened)
+
+    def _open_window(self, name: str, now: int, interval: int) -> int | None:
+        """The delay of the batch window this message opens, or None when one is open already."""
+        delay = min(interval, MAX_DELAY_SECONDS)
+        return delay if self.store.claim(name, "next_send_at", now, now + delay) else None
