@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,14 @@ class LoadedKeys:
     own_fingerprint: str
     remote: rsa.RSAPublicKey
     remote_next: rsa.RSAPublicKey | None
+    # The peer keys' fingerprints, once per load rather than on every request verified.
+    remote_fingerprint: str = field(init=False)
+    remote_next_fingerprint: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "remote_fingerprint", fingerprint(self.remote))
+        nxt = self.remote_next
+        object.__setattr__(self, "remote_next_fingerprint", fingerprint(nxt) if nxt is not None else None)
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,13 @@ class Link:
     def remote_keys(self, now: datetime) -> dict[str, rsa.RSAPublicKey]:
         """The peer keys that verify now, by fingerprint: during a rotation both; after
         `rotation_ends_at` only the next one."""
-        keys = {fingerprint(self.keys.remote): self.keys.remote}
-        nxt = self.keys.remote_next
-        if nxt is not None:
+        loaded = self.keys
+        keys = {loaded.remote_fingerprint: loaded.remote}
+        if loaded.remote_next is not None and loaded.remote_next_fingerprint is not None:
             ends = self.config.get("rotation_ends_at")
             if ends and now >= datetime.fromisoformat(str(ends).replace("Z", "+00:00")):
                 keys = {}
-            keys[fingerprint(nxt)] = nxt
+            keys[loaded.remote_next_fingerprint] = loaded.remote_next
         return keys
 
 
