@@ -908,3 +908,25 @@ def test_a_controlling_config_that_listens_hands_out_its_runs_and_takes_the_repo
     refused, _ = _exchange(ws, "nat-controller", {"v": 1, "messages": [_run("peer-run")]})
     assert (refused.status, refused.json["error"]["code"]) == (403, "not_controlled")
     assert [e["id"] for e in ws.executions()] == [child]
+
+
+def test_a_report_too_large_to_store_fails_the_child_instead_of_the_exchange(
+    controlling: tuple[Workspace, str],
+):
+    # Given a child sent through the link, and the peer's report with outputs past the item's share
+    ws, child = controlling
+    peer = FakePeer()
+    sender = _sender(peer)
+    sender.run("to-peer")
+    peer.pending = [_status(child, outputs={"big": "x" * 70_000}, log=["y" * 1000] * 100)]
+
+    # When the sender exchanges with the peer
+    sender.run("to-peer")
+
+    # Then the child ends in error saying why, its log cut to its share, and the report is acknowledged
+    done = ws.execution(child)
+    assert (done["status"], done["outputs"]) == ("error", {})
+    assert "at most 65536 can be stored" in done["message"]
+    assert 0 < len(done["log"]) < 100
+    assert peer.acks == [f"status:theirs-{child}:1"]
+    assert ws.config("to-peer")["health"]["last_error"] is None

@@ -8,13 +8,15 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from flowgate.documents import storable
+from flowgate.documents import document_error, storable
 from flowgate.names import ArtifactName
 
 # An execution is one DynamoDB item (400 KB at most) holding the script it ran, its inputs, outputs and log,
 # so each has a share: script 128 KiB, inputs 64 KiB, outputs 64 KiB, log 64 KiB.
 MAX_SCRIPT_BYTES = 128 * 1024
 MAX_INPUT_BYTES = 64 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024
+MAX_LOG_BYTES = 64 * 1024
 FlowName = ArtifactName
 STRICT = ConfigDict(extra="forbid")
 
@@ -162,3 +164,24 @@ class StartExecutionRequest(BaseModel):
 class RunConnectorRequest(BaseModel):
     model_config = STRICT
     inputs: Inputs = Field(default_factory=dict)
+
+
+def outputs_problem(outputs: Any) -> str | None:
+    """Why an execution's outputs cannot be stored (too large, or a value DynamoDB cannot hold), or None."""
+    size = len(json.dumps(outputs))
+    if size > MAX_OUTPUT_BYTES:
+        return f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
+    error = document_error(outputs)
+    return None if error is None else f"the outputs cannot be stored: {error.under('outputs')}"
+
+
+def capped_log(lines: list[str]) -> tuple[list[str], bool]:
+    """The first lines of a log that fit its share of the item (MAX_LOG_BYTES), and whether some were cut."""
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        size += len(line.encode("utf-8", "surrogatepass")) + 1
+        if size > MAX_LOG_BYTES:
+            return kept, True
+        kept.append(line)
+    return kept, False

@@ -8,7 +8,6 @@ parent waiting on its child never waits on a queue that it is itself blocking.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping
@@ -20,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowgate import sandbox
 from flowgate.clock import iso, now
-from flowgate.documents import check_document, document_error
+from flowgate.documents import check_document
 from flowgate.errors import BadRequest, Conflict, NotFound
-from flowgate.flows.models import ExecutionStatus, ExecutionType
+from flowgate.flows.models import ExecutionStatus, ExecutionType, outputs_problem
 from flowgate.flows.ports import ConnectionRun, Connections, TaskDone
 from flowgate.flows.service import ACTIVE, FlowService
 from flowgate.flows.store import FlowStore
@@ -42,10 +41,6 @@ LEASE_MARGIN_SECONDS = 120.0
 
 class StillRunning(Exception):
     """A duplicate queue delivery found the execution still running; the queue retries it later."""
-
-
-# An execution is one DynamoDB item (400 KB at most) that also holds its script, inputs and log.
-MAX_OUTPUT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ class Runner:
             self._finish(item["id"], ExecutionStatus.ERROR, message=message, duration_ms=duration_ms)
             return
         outputs = run.outputs
-        problem = _unstorable(outputs)  # e.g. a large answer, or a number DynamoDB cannot hold
+        problem = outputs_problem(outputs)  # e.g. a large answer, or a number DynamoDB cannot hold
         if problem is not None:
             self._finish(item["id"], ExecutionStatus.ERROR, message=problem, duration_ms=duration_ms)
             return
@@ -183,7 +178,7 @@ class Runner:
             "log_truncated": result.log_truncated,
             "duration_ms": result.duration_ms,
         }
-        note = _unstorable(result.outputs)
+        note = outputs_problem(result.outputs)
         if note is not None:  # whatever the status: the item could not be written otherwise
             fields["outputs"] = {}
             if status == ExecutionStatus.SUCCESS:
@@ -429,12 +424,3 @@ class ScriptCalls:
                 )
             }
         raise BadRequest("kind must be flow, connector, secret_names or execution")
-
-
-def _unstorable(outputs: Any) -> str | None:
-    """Why an execution's outputs cannot be stored (too large, or a value DynamoDB cannot hold), or None."""
-    size = len(json.dumps(outputs))
-    if size > MAX_OUTPUT_BYTES:
-        return f"the outputs are {size} bytes; at most {MAX_OUTPUT_BYTES} can be stored"
-    error = document_error(outputs)
-    return None if error is None else f"the outputs cannot be stored: {error.under('outputs')}"

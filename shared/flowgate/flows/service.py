@@ -23,6 +23,8 @@ from flowgate.flows.models import (
     FlowSummary,
     PutFlowRequest,
     StartExecutionRequest,
+    capped_log,
+    outputs_problem,
 )
 from flowgate.flows.ports import IsActive, KindOf, Links, Queue, WorkspaceAuthorizer
 from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
@@ -239,13 +241,15 @@ class FlowService:
     def apply_remote_status(self, execution_id: str, status: str, fields: Mapping[str, Any]) -> None:
         """The peer's report on a remote execution: running, or its end, applied once."""
         to = ExecutionStatus(status)
-        problem = document_error(dict(fields))
-        if problem is not None:  # e.g. a number this table cannot hold: the child fails, visibly
-            fields = {
-                "remote": fields.get("remote"),
-                "outputs": {},
-                "message": f"the linked workspace's report cannot be stored: {problem}",
-            }
+        fields = dict(fields)
+        # The same rules as for the runner's own results: the outputs' share of the item, the log's
+        log, cut = capped_log([str(line) for line in fields.get("log") or []])
+        fields.update(log=log, log_truncated=bool(fields.get("log_truncated")) or cut)
+        problem = outputs_problem(fields.get("outputs") or {})
+        other = document_error({k: v for k, v in fields.items() if k != "outputs"})
+        if problem is not None or other is not None:  # the child fails, visibly
+            why = problem or f"the linked workspace's report cannot be stored: {other}"
+            fields = {"remote": fields.get("remote"), "outputs": {}, "log": log, "message": why}
             to = ExecutionStatus.ERROR if to.final else to
         if to.final:
             done = self.store.transition(execution_id, to, allowed_from=ACTIVE, ended_at=iso(now()), **fields)
