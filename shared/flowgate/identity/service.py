@@ -238,6 +238,10 @@ class IdentityService:
         item = self.store.get_workspace(wsid)
         return WorkspaceKind(item["kind"]) if item and item.get("kind") else None
 
+    def workspace_name(self, wsid: str) -> str | None:
+        item = self.store.get_workspace(wsid)
+        return str(item["name"]) if item and item.get("name") else None
+
     def workspace_exists(self, wsid: str) -> Write:
         return self.store.workspace_exists(wsid)
 
