@@ -212,7 +212,10 @@ def _is_json(content_type: str) -> bool:
 
 
 def _check_body(
-    event: Mapping[str, Any], max_body: int, text_resources: frozenset[str] = frozenset()
+    event: Mapping[str, Any],
+    max_body: int,
+    text_resources: frozenset[str] = frozenset(),
+    any_type_resources: frozenset[str] = frozenset(),
 ) -> None:
     body = event.get("body")
     if not body:
@@ -224,7 +227,7 @@ def _check_body(
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if event.get("isBase64Encoded"):
         raise UnsupportedMediaType("binary bodies are not accepted; send application/json")
-    if not _is_json(content_type):
+    if not _is_json(content_type) and event.get("resource") not in any_type_resources:
         if content_type == "text/plain" and event.get("resource") in text_resources:
             return
         raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
@@ -237,17 +240,19 @@ def entry(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     text_resources: frozenset[str] = frozenset(),
+    any_type_resources: frozenset[str] = frozenset(),
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda handler for a resolver: correlation id, body guards, then routing.
 
-    `text_resources` are the route templates that also take a text/plain body (e.g. a decision message).
+    `text_resources` are the route templates that also take a text/plain body (e.g. a decision message);
+    `any_type_resources` read their body as JSON whatever its declared type (EFT's admin login).
     """
 
     @flushing_metrics
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
-            _check_body(event, max_body_bytes, text_resources)
+            _check_body(event, max_body_bytes, text_resources, any_type_resources)
         except FlowgateError as exc:
             logger.info("request refused", extra={"status": exc.status, "code": exc.code})
             result: dict[str, Any] = {

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from flowgate.sync.outbox import Outbox
     from flowgate.sync.remote_runs import RemoteRuns
     from flowgate.sync.store import SyncStore
+    from flowgate.variables.service import VariableService
     from flowgate.workflow.announcements import Announcements
     from flowgate.workflow.bindings import OperationBindings
     from flowgate.workflow.decisions import Decisions
@@ -163,7 +164,16 @@ class Container:
         from flowgate.connectors.store import ConnectorStore
         from flowgate.connectors.vault import Vault
 
-        return ConnectorService(ConnectorStore(self.table), Vault(self.settings.stage), self.run_context)
+        return ConnectorService(
+            ConnectorStore(self.table), Vault(self.settings.stage), self.run_context, variables=self.variables
+        )
+
+    @cached_property
+    def variables(self) -> VariableService:
+        from flowgate.variables.service import VariableService
+        from flowgate.variables.store import VariableStore
+
+        return VariableService(VariableStore(self.table), self.identity)
 
     @cached_property
     def connector_calls(self) -> ConnectorCalls:

@@ -226,9 +226,27 @@ class Authenticator:
             }
         )
 
-    def login(self, username: str, password: str, source_ip: str | None = None) -> IssuedToken:
+    def login(
+        self, username: str, password: str, source_ip: str | None = None, *, name: str = "login"
+    ) -> IssuedToken:
+        """A session token for a password: what `POST /auth/login` and the EFT-style admin login
+        (`name="eft-admin"`) hand out."""
         user = self.check_password(username, password, source_ip)
-        return self._issue(user, SESSION, name="login", lifetime=self.token_ttl)
+        return self._issue(user, SESSION, name=name, lifetime=self.token_ttl)
+
+    def session_principal(self, token: str) -> tuple[Principal, str | None]:
+        """The principal of a *session* token (one a password login issued) and when it expires: the
+        EFT-style admin API takes only these, never machine API tokens or HTTP Basic."""
+        item = self._token_item(token)
+        if item.get("kind") != SESSION:
+            raise Unauthorized("the admin API takes the token of a password login", code="invalid_token")
+        return principal_of(self._user_of(item)), item.get("expires_at")
+
+    def logout(self, token: str) -> None:
+        """End a session: its token stops working at once (an unknown or expired one is already gone)."""
+        item = self.store.get_token(_hash(token)) if token.startswith(TOKEN_PREFIX) else None
+        if item is not None:
+            self.store.delete_token(item)
 
     def lockouts(self, principal: Principal, day: str, limit: int, cursor: str | None) -> Page:
         """The lockouts of one day (`YYYY-MM-DD`, UTC), for the platform admin only."""
@@ -304,11 +322,17 @@ class Authenticator:
         return user is not None and not user.get("disabled") and user.get("version") == hit.version
 
     def _user_of_token(self, token: str) -> Item:
+        return self._user_of(self._token_item(token))
+
+    def _token_item(self, token: str) -> Item:
         item = self.store.get_token(_hash(token)) if token.startswith(TOKEN_PREFIX) else None
         if item is None:
             raise Unauthorized("invalid token", code="invalid_token")
         if "expires_epoch" in item and item["expires_epoch"] <= now().timestamp():
             raise Unauthorized("token expired; log in again", code="token_expired")
+        return item
+
+    def _user_of(self, item: Item) -> Item:
         user = self.store.get_user(item["user_id"])
         if user is None or user.get("disabled"):
             raise Unauthorized("invalid token", code="invalid_token")

@@ -1,0 +1,347 @@
+"""The propagation function against moto: EFT-style admin login, sites, custom commands with
+create-or-replace PUT, tenancy and roles, bad input, and the JSON-RPC `propagate` call (the target is
+this same deployment, reached through the handler in-process, so both sides' effects are visible)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from flowgate.propagation.client import Answer, TargetClient
+from flowgate.url_guard import OutboundPolicy
+from flowgate.wiring import container
+from tests.handler.conftest import Api, Tenant, load_function
+
+CMD_ID = "00000000-0000-0000-0000-000000000001"
+SCRIPT = "import flow_api\n\ndef handler(system, this, inputs):\n    return this.success('hi')\n"
+
+
+@pytest.fixture
+def eft(api: Api) -> Api:
+    return Api(load_function("propagation"), "propagation")
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"EFTAdminAuthToken {token}", "Content-Type": "application/vnd.api+json"}
+
+
+def _eft_login(eft: Api, username: str, password: str, content_type: str | None = None) -> Any:
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"userName": username, "password": password, "authType": "EFT"})
+    return eft.call("POST", "/admin/v1/authentication", headers=headers, raw=body)
+
+
+def _command(name: str, **attributes: Any) -> dict[str, Any]:
+    return {"data": {"type": "customCommand", "attributes": {"name": name, **attributes}}}
+
+
+def test_login_without_a_json_content_type_and_token_use(eft: Api, tenants: tuple[Tenant, Tenant]):
+    for content_type in (None, "application/x-www-form-urlencoded", "text/plain"):
+        answer = _eft_login(eft, "admin-a", "admin-a-password", content_type)
+        assert answer.status == 200, answer.body
+        assert set(answer.body) == {"authToken", "permissions"}
+        assert answer.body["permissions"][0]["policy"]
+    token = answer.body["authToken"]
+    session = eft.call("GET", "/admin/v2/authentication", headers=_auth(token))
+    assert (session.status, session.body["userName"]) == (200, "admin-a")
+    assert eft.call("HEAD", "/admin/v2/keep-alive", headers=_auth(token)).status == 204
+    assert eft.call("POST", "/admin/v2/logout", headers=_auth(token)).status == 204
+    assert eft.call("GET", "/admin/v2/sites", headers=_auth(token)).status == 401
+
+
+def test_bad_logins_are_401_and_bad_bodies_400(eft: Api, tenants: tuple[Tenant, Tenant]):
+    assert _eft_login(eft, "admin-a", "wrong").status == 401
+    assert _eft_login(eft, "nobody", "wrong").status == 401
+    assert eft.call("POST", "/admin/v1/authentication", raw="{not json").status == 400
+    assert eft.call("POST", "/admin/v1/authentication", raw='{"userName": "x"}').status == 400
+    assert eft.call("GET", "/admin/v2/sites").status == 401
+    assert eft.call("GET", "/admin/v2/sites", headers=_auth("fgt_nonsense")).status == 401
+
+
+def test_api_tokens_and_basic_are_not_admin_sessions(eft: Api, api: Api, tenants: tuple[Tenant, Tenant]):
+    a, _ = tenants
+    issued = api.call("POST", "/api/latest/auth/tokens", {"name": "machine"}, token=a.admin_token)
+    assert issued.status == 201, issued.body
+    assert eft.call("GET", "/admin/v2/sites", headers=_auth(issued.body["token"])).status == 401
+    basic = "Basic " + base64.b64encode(b"admin-a:admin-a-password").decode()
+    assert eft.call("GET", "/admin/v2/sites", headers={"Authorization": basic}).status == 401
+
+
+def test_sites_are_the_contracts_workspaces_for_org_admins_only(eft: Api, tenants: tuple[Tenant, Tenant]):
+    a, b = tenants
+    listed = eft.call("GET", "/admin/v2/sites", headers=_auth(a.admin_token))
+    assert listed.status == 200
+    assert listed.headers["Content-Type"].startswith("application/vnd.api+json")
+    assert [(s["type"], s["id"], s["attributes"]["name"]) for s in listed.body["data"]] == [
+        ("site", a.workspace_id, "ws-a")
+    ]
+    assert eft.call("GET", f"/Admin/v2/sites/{a.workspace_id}", headers=_auth(a.admin_token)).status == 200
+    assert eft.call("GET", f"/admin/v2/sites/{b.workspace_id}", headers=_auth(a.admin_token)).status == 404
+    assert eft.call("GET", "/admin/v2/sites", headers=_auth(a.member_token)).status == 403
+    assert eft.call(
+        "GET", f"/admin/v2/sites/{a.workspace_id}/custom-commands", headers=_auth(a.member_token)
+    ).status in (403, 404)
+
+
+def test_custom_commands_crud_and_create_or_replace(eft: Api, tenants: tuple[Tenant, Tenant]):
+    a, b = tenants
+    base = f"/Admin/v2/sites/{a.workspace_id}/custom-commands"
+    h = _auth(a.admin_token)
+    made = eft.call(
+        "POST",
+        base,
+        headers=h,
+        raw=json.dumps(
+            _command("backup", executable="/bin/backup", processTimeOut=30, useProcessTimeOut=True)
+        ),
+    )
+    assert made.status == 201, made.body
+    cid = made.body["data"]["id"]
+    assert made.headers["Location"] == f"/admin/v2/sites/{a.workspace_id}/custom-commands/{cid}"
+    assert made.headers["ETag"]
+    assert made.body["data"]["attributes"]["processTimeOut"] == 30
+    # PUT replaces with the full representation: what is missing takes its default.
+    put = eft.call("PUT", f"{base}/{cid}", headers=h, raw=json.dumps(_command("backup", description="d")))
+    assert put.status == 200, put.body
+    attrs = put.body["data"]["attributes"]
+    assert (
+        attrs["executable"],
+        attrs["processTimeOut"],
+        attrs["useProcessTimeOut"],
+        attrs["description"],
+    ) == ("", 60, False, "d")
+    # PATCH changes only what it sends.
+    patched = eft.call(
+        "PATCH",
+        f"{base}/{cid}",
+        headers=h,
+        raw=json.dumps({"data": {"type": "customCommand", "attributes": {"executable": "/bin/x"}}}),
+    )
+    assert patched.status == 200, patched.body
+    assert (
+        patched.body["data"]["attributes"]["executable"],
+        patched.body["data"]["attributes"]["description"],
+    ) == ("/bin/x", "d")
+    # PUT of an unknown id creates it with that id.
+    created = eft.call("PUT", f"{base}/{CMD_ID}", headers=h, raw=json.dumps(_command("restore")))
+    assert (created.status, created.body["data"]["id"]) == (201, CMD_ID)
+    listed = eft.call("GET", base, headers=h).body["data"]
+    assert sorted(c["attributes"]["name"] for c in listed) == ["backup", "restore"]
+    # A name another command has: 409; nothing changed.
+    clash = eft.call("PUT", f"{base}/{CMD_ID}", headers=h, raw=json.dumps(_command("backup")))
+    assert clash.status == 409
+    assert eft.call("GET", f"{base}/{CMD_ID}", headers=h).body["data"]["attributes"]["name"] == "restore"
+    # Rename frees the old name.
+    assert eft.call("PUT", f"{base}/{CMD_ID}", headers=h, raw=json.dumps(_command("restore2"))).status == 200
+    assert eft.call("POST", base, headers=h, raw=json.dumps(_command("restore"))).status == 201
+    # Another contract's admin sees none of it.
+    hb = _auth(b.admin_token)
+    assert eft.call("GET", f"{base}/{cid}", headers=hb).status == 404
+    assert eft.call("PUT", f"{base}/{cid}", headers=hb, raw=json.dumps(_command("x"))).status == 404
+    assert eft.call("DELETE", f"{base}/{cid}", headers=hb).status == 404
+    assert eft.call("DELETE", f"{base}/{cid}", headers=h).status == 204
+    assert eft.call("GET", f"{base}/{cid}", headers=h).status == 404
+    assert eft.call("DELETE", f"{base}/{cid}", headers=h).status == 404
+
+
+@pytest.mark.parametrize(
+    ("path_id", "body", "code"),
+    [
+        ("not-a-uuid", _command("x"), "invalid_id"),
+        (CMD_ID, _command("x", color="red"), "validation_error"),
+        (CMD_ID, {"data": {"type": "aweTask", "attributes": {"name": "x"}}}, "validation_error"),
+        (CMD_ID, {"data": {"type": "customCommand", "attributes": {}}}, "validation_error"),
+        (CMD_ID, _command("x", processTimeOut="soon"), "validation_error"),
+        (CMD_ID, _command("bad name/"), "validation_error"),
+        (CMD_ID, {"nodata": 1}, "validation_error"),
+    ],
+)
+def test_bad_artifact_writes_are_400_and_store_nothing(
+    eft: Api, tenants: tuple[Tenant, Tenant], path_id: str, body: Any, code: str
+):
+    a, _ = tenants
+    base = f"/admin/v2/sites/{a.workspace_id}/custom-commands"
+    answer = eft.call("PUT", f"{base}/{path_id}", headers=_auth(a.admin_token), raw=json.dumps(body))
+    assert answer.status == 400, answer.body
+    assert answer.error_code == code
+    assert eft.call("GET", base, headers=_auth(a.admin_token)).body["data"] == []
+
+
+def test_unknown_kind_is_404(eft: Api, tenants: tuple[Tenant, Tenant]):
+    a, _ = tenants
+    assert (
+        eft.call("GET", f"/admin/v2/sites/{a.workspace_id}/printers", headers=_auth(a.admin_token)).status
+        == 404
+    )
+
+
+def test_concurrent_puts_of_one_name_create_exactly_one(
+    eft: Api, tenants: tuple[Tenant, Tenant], atomic_writes: None
+):
+    a, _ = tenants
+    base = f"/admin/v2/sites/{a.workspace_id}/custom-commands"
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def put() -> None:
+        answer = eft.call(
+            "PUT", f"{base}/{uuid.uuid4()}", headers=_auth(a.admin_token), raw=json.dumps(_command("same"))
+        )
+        with lock:
+            statuses.append(answer.status)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201] + [409] * 7
+    assert len(eft.call("GET", base, headers=_auth(a.admin_token)).body["data"]) == 1
+
+
+# ---- propagate: the target is this deployment, reached through the handler ---------------------------
+
+
+class InProcessTarget(TargetClient):
+    """A TargetClient whose requests go to the propagation handler in-process (the e2e tests use HTTP
+    between two local stacks): everything but the socket is the real path."""
+
+    def __init__(self, endpoint: str, eft: Api) -> None:
+        super().__init__(endpoint, OutboundPolicy.from_allow_list("127.0.0.1/32,target.test"))
+        self.eft = eft
+        self.calls: list[tuple[str, str]] = []
+
+    def _request(self, method: str, path: str, body: Any = None, *, content_type: str = "") -> Answer:
+        self.calls.append((method, path))
+        headers = {"Authorization": f"EFTAdminAuthToken {self.token}"} if self.token else {}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/vnd.api+json"
+        answer = self.eft.call(method, path, headers=headers, raw=json.dumps(body) if body is not None else None)
+        return Answer(answer.status, answer.body if answer.body != "" else None)
+
+
+@pytest.fixture
+def targets(eft: Api) -> list[InProcessTarget]:
+    made: list[InProcessTarget] = []
+
+    def factory(endpoint: str) -> InProcessTarget:
+        client = InProcessTarget(endpoint, eft)
+        made.append(client)
+        return client
+
+    container().propagator.client = factory
+    return made
+
+
+def _rpc(**params: Any) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": "1", "params": params})
+
+
+def _params(tenant_tag: str, site: str) -> dict[str, str]:
+    return {
+        "targetEndpoint": "http://target.test:4450",
+        "targetSiteName": site,
+        "targetAdminUsername": f"admin-{tenant_tag}",
+        "targetAdminPassword": f"admin-{tenant_tag}-password",
+    }
+
+
+def test_propagate_creates_then_replaces_by_id_and_keeps_records(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    a, b = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    dst = f"/admin/v2/sites/{b.workspace_id}/custom-commands/{CMD_ID}"
+    ha, hb = _auth(a.admin_token), _auth(b.admin_token)
+    assert eft.call("PUT", src, headers=ha, raw=json.dumps(_command("backup", executable="/bin/b"))).status == 201
+    first = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b")))
+    assert (first.status, first.body) == (200, {"jsonrpc": "2.0", "id": "1", "result": "success"})
+    copy = eft.call("GET", dst, headers=hb).body["data"]
+    assert copy["attributes"] == eft.call("GET", src, headers=ha).body["data"]["attributes"]
+    again = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b")))
+    assert again.body["result"] == "unchanged"
+    assert eft.call("PATCH", src, headers=ha, raw=json.dumps({"data": {"type": "customCommand", "attributes": {"executable": "/bin/c"}}})).status == 200
+    dry = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b"), dryRun=True))
+    assert dry.body["result"] == {"dryRun": True, "status": "would_replace", "fields": ["executable"]}
+    assert eft.call("GET", dst, headers=hb).body["data"]["attributes"]["executable"] == "/bin/b"
+    assert eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b"))).body["result"] == "success"
+    assert eft.call("GET", dst, headers=hb).body["data"]["attributes"]["executable"] == "/bin/c"
+    records = eft.call("GET", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha).body["items"]
+    assert [r["status"] for r in records] == ["replaced", "would_replace", "unchanged", "created"]
+    assert all("targetAdminPassword" not in json.dumps(r) and "admin-b-password" not in json.dumps(r) for r in records)
+    # The target audited the writes it took (who, what, outcome).
+    audit = container().propagation_store.records(b.workspace_id, "ADMINAUDIT", 10, None).items
+    assert [(r["user"], r["outcome"]) for r in audit] == [("admin-b", "replaced"), ("admin-b", "created")]
+
+
+def test_the_seed_failure_example_missing_artifact(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]):
+    a, _ = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**_params("b", "ws-b")))
+    assert answer.status == 404
+    assert answer.body == {
+        "jsonrpc": "2.0",
+        "id": "1",
+        "error": {"code": -32004, "message": f"Not found: custom-command ({CMD_ID})"},
+    }
+    assert targets == []  # nothing was sent anywhere
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "status"),
+    [
+        ({"targetSiteName": "nowhere"}, -32002, 424),
+        ({"targetAdminPassword": "wrong"}, -32001, 424),
+        ({"targetEndpoint": "http://169.254.169.254/"}, -32008, 400),
+        ({"targetEndpoint": "http://10.0.0.1:4450"}, -32008, 400),
+        ({"targetEndpoint": "ftp://target.test"}, -32008, 400),
+        ({"targetEndpoint": "http://203.0.113.7:4450"}, -32008, 400),  # public, but http with a password
+    ],
+)
+def test_propagate_failures_have_their_codes_and_change_nothing(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget], params: dict[str, str], code: int, status: int
+):
+    a, b = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    assert eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup"))).status == 201
+    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**{**_params("b", "ws-b"), **params}))
+    assert (answer.status, answer.body["error"]["code"], answer.body["id"]) == (status, code, "1"), answer.body
+    assert "wrong" not in json.dumps(answer.body)
+    assert eft.call("GET", f"/admin/v2/sites/{b.workspace_id}/custom-commands", headers=_auth(b.admin_token)).body["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", -32700),
+        ("", -32700),
+        ("[]", -32600),
+        (json.dumps([{"jsonrpc": "2.0", "method": "propagate", "id": 1}]), -32600),
+        (json.dumps({"jsonrpc": "2.0", "method": "propagate", "params": {}}), -32600),  # a notification
+        (json.dumps({"jsonrpc": "1.0", "method": "propagate", "id": 1}), -32600),
+        (json.dumps({"jsonrpc": "2.0", "method": "copy", "id": 1}), -32601),
+        (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": []}), -32602),
+        (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {}}), -32602),
+        (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {"targetEndpoint": 5}}), -32602),
+    ],
+)
+def test_malformed_calls_get_the_standard_errors(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget], raw: str, code: int):
+    a, _ = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup")))
+    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=raw)
+    assert 400 <= answer.status < 500
+    assert answer.body["error"]["code"] == code, answer.body
+    assert targets == []
+
+
+def test_propagate_needs_an_org_admin_of_the_site(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]):
+    a, b = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    assert eft.call("POST", src, headers=_auth(a.member_token), raw=_rpc(**_params("b", "ws-b"))).status in (403, 404)
+    assert eft.call("POST", src, headers=_auth(b.admin_token), raw=_rpc(**_params("b", "ws-b"))).status == 404
