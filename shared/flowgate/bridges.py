@@ -46,9 +46,10 @@ class ConnectorCalls:
         *,
         seconds: float,
         merged: Callable[[ConnectionRun], None],
+        execution_id: str | None = None,
     ) -> ConnectionRun:
         try:
-            prepared = self.connectors.prepare(wsid, connector, connector_type, inputs)
+            prepared = self.connectors.prepare(wsid, connector, connector_type, inputs, execution_id)
         except FlowgateError as exc:
             return ConnectionRun(error=exc.message)
         run = ConnectionRun(inputs=prepared.merged.redacted, input_sources=dict(prepared.merged.sources))

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
 
 from flowgate import wiring
+from flowgate.bridges import ConnectorCalls
 from flowgate.connectors.merge import MASK
 from flowgate.connectors.models import PutConnectorRequest, PutSecretRequest
 from flowgate.connectors.runtime import ConnectorError, RunContext
@@ -22,7 +24,11 @@ from flowgate.connectors.store import ConnectorStore
 from flowgate.connectors.vault import Vault
 from flowgate.db import Table
 from flowgate.errors import BadRequest, Conflict, NotFound, PreconditionFailed
+from flowgate.identity.ports import Directory
 from flowgate.url_guard import OutboundPolicy
+from flowgate.variables.models import PutVariableRequest
+from flowgate.variables.service import VariableService
+from flowgate.variables.store import VariableStore
 from flowgate.wiring import container
 from tests.unit.test_connectors_git import build_sample
 from tests.unit.test_connectors_rest import serve_echo
@@ -358,3 +364,321 @@ def test_composition_root_reads_the_settings(aws: str, monkeypatch: pytest.Monke
     assert service.ctx.outbound_policy == OutboundPolicy.from_allow_list("127.0.0.0/8")
     service.put_secret(WS, "k", secret({"token": "t"}))
     assert [s.name for s in service.list_secrets(WS)[0]] == ["k"]
+
+
+# ---- run-time variables in a connector's value -------------------------------------------------------------
+
+
+class _Names:
+    """identity.ports.Directory's workspace_name, for a variables service without the identity context."""
+
+    def workspace_name(self, wsid: str) -> str | None:
+        return {WS: "staging", OTHER_WS: "production"}.get(wsid)
+
+
+@pytest.fixture
+def variables(aws: str) -> VariableService:
+    return VariableService(VariableStore(Table(aws)), cast(Directory, _Names()))
+
+
+@pytest.fixture
+def vsvc(aws: str, variables: VariableService) -> ConnectorService:
+    return ConnectorService(ConnectorStore(Table(aws)), Vault("test"), LOCAL, variables=variables)
+
+
+def _var(variables: VariableService, wsid: str, name: str, value: str) -> None:
+    variables.put(wsid, name, PutVariableRequest(value=value), ACTOR)
+
+
+def test_a_value_naming_an_unknown_variable_is_refused_naming_field_and_variable(
+    vsvc: ConnectorService,
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        vsvc.put_connector(
+            WS, "api", rest({"url": "https://%API_HOST%/v1", "headers": {"X": "%ENV%"}}), ACTOR
+        )
+    assert (caught.value.status, caught.value.code) == (400, "unknown_variable")
+    assert caught.value.message == (
+        "value.url names the run-time variable %API_HOST%, which workspace 'staging' does not define; "
+        "value.headers.X names the run-time variable %ENV%, which workspace 'staging' does not define"
+    )
+    assert caught.value.names == ["API_HOST", "ENV"]  # type: ignore[attr-defined]
+    assert caught.value.fields == ["value.url", "value.headers.X"]  # type: ignore[attr-defined]
+    assert vsvc.list_connectors(WS) == ([], None)
+
+
+def test_a_value_is_validated_with_the_variables_substituted_and_saved_as_written(
+    vsvc: ConnectorService, variables: VariableService
+) -> None:
+    _var(variables, WS, "API_HOST", "api.example.com")
+    saved = vsvc.put_connector(WS, "api", rest({"url": "https://%API_HOST%/v1"}), ACTOR)
+    assert saved.parsed == {"url": "https://%API_HOST%/v1"}
+    assert "%API_HOST%" in saved.value
+    # Validation sees the real URL: a variable pointing at the metadata address is refused
+    _var(variables, WS, "BAD_HOST", "169.254.169.254")
+    with pytest.raises(BadRequest) as caught:
+        vsvc.put_connector(WS, "meta", rest({"url": "http://%BAD_HOST%/latest/"}), ACTOR)
+    assert caught.value.code == "url_not_allowed"
+    # and a value that is no URL once substituted is refused
+    _var(variables, WS, "TIMEOUT_HOST", "not a url")
+    with pytest.raises(BadRequest):
+        vsvc.put_connector(WS, "bad", rest({"url": "%TIMEOUT_HOST%"}), ACTOR)
+
+
+def test_prepare_substitutes_per_workspace_and_built_ins(
+    vsvc: ConnectorService, variables: VariableService, echo: str
+) -> None:
+    port = echo.rsplit(":", 1)[1]
+    _var(variables, WS, "API_HOST", f"127.0.0.1:{port}")
+    _var(variables, OTHER_WS, "API_HOST", f"localhost:{port}")
+    value = {"url": "http://%API_HOST%/echo", "params": {"ws": "%WORKSPACE_ID%", "n": "%WORKSPACE_NAME%"}}
+    for wsid in (WS, OTHER_WS):
+        vsvc.put_connector(wsid, "api", rest(value), ACTOR)
+    one = vsvc.prepare(WS, "api", None, {}, execution_id="exec-1")
+    two = vsvc.prepare(OTHER_WS, "api", None, {})
+    assert one.merged.inputs["url"] == f"http://127.0.0.1:{port}/echo"
+    assert two.merged.inputs["url"] == f"http://localhost:{port}/echo"
+    assert one.merged.redacted["params"] == {"ws": WS, "n": "staging"}  # recorded as substituted
+    assert two.merged.inputs["params"] == {"ws": OTHER_WS, "n": "production"}
+    assert vsvc.execute(one)["body"]["args"] == {"ws": WS, "n": "staging"}
+    assert vsvc.get_connector(WS, "api").parsed == value  # the stored value is untouched
+
+
+def test_execution_id_has_a_value_only_in_a_run(vsvc: ConnectorService, echo: str) -> None:
+    vsvc.put_connector(WS, "api", rest({"url": f"{echo}/echo", "params": {"run": "%EXECUTION_ID%"}}), ACTOR)
+    prepared = vsvc.prepare(WS, "api", None, {}, execution_id="exec-42")
+    assert prepared.merged.inputs["params"] == {"run": "exec-42"}
+    with pytest.raises(BadRequest) as caught:
+        vsvc.prepare(WS, "api", None, {})
+    assert caught.value.code == "unknown_variable"
+    assert "value.params.run names %EXECUTION_ID%" in caught.value.message
+
+
+def test_only_the_value_is_substituted(vsvc: ConnectorService, variables: VariableService, echo: str) -> None:
+    _var(variables, WS, "X", "substituted")
+    vsvc.put_secret(WS, "cred", secret({"headers": {"X-Secret": "%X%"}}))
+    vsvc.put_connector(WS, "api", rest({"url": f"{echo}/echo", "data": "%X%"}, ["cred"]), ACTOR)
+    prepared = vsvc.prepare(WS, "api", None, {"params": {"call": "%X%"}})
+    assert prepared.merged.inputs["data"] == "substituted"
+    assert prepared.merged.inputs["headers"] == {"X-Secret": "%X%"}  # vault secrets as they are
+    assert prepared.merged.inputs["params"] == {"call": "%X%"}  # call inputs as they are
+
+
+def test_a_variable_deleted_since_the_save_fails_the_run_clearly(
+    vsvc: ConnectorService, variables: VariableService
+) -> None:
+    _var(variables, WS, "API_HOST", "api.example.com")
+    vsvc.put_connector(WS, "api", rest({"url": "https://%API_HOST%/v1"}), ACTOR)
+    variables.delete(WS, "API_HOST")
+    with pytest.raises(BadRequest) as caught:
+        vsvc.prepare(WS, "api", None, {})
+    assert caught.value.code == "unknown_variable"
+    assert caught.value.message == (
+        "value.url names the run-time variable %API_HOST%, which workspace 'staging' does not define"
+    )
+    # and through the runner's bridge, it is the execution's error, not a crash
+    run = ConnectorCalls(vsvc, LOCAL).run(WS, "api", None, {}, seconds=5, merged=lambda _: None)
+    assert run.error == caught.value.message
+
+
+# ---- connectors by id --------------------------------------------------------------------------------------
+
+
+CID = "4b0f4a52-7d8e-4f7e-9c2a-1f6f3d1e2a10"
+
+
+def test_put_by_id_creates_replaces_and_renames(svc: ConnectorService) -> None:
+    svc.put_secret(WS, "a", secret({"token": "aaaa-1"}))
+    svc.put_secret(WS, "b", secret({"token": "bbbb-2"}))
+    assert svc.connector_by_id(WS, CID) is None
+
+    made, created = svc.put_connector_by_id(
+        WS, CID, "api", rest({"url": "https://example.com"}, ["a"], description="d"), ACTOR
+    )
+    assert created is True
+    assert (made.id, made.name, made.version, made.description) == (CID, "api", 1, "d")
+    assert svc.connector_by_id(WS, CID) == made == svc.get_connector(WS, "api")
+    assert svc.connector_by_id(OTHER_WS, CID) is None  # another workspace does not see it
+
+    # Replaced as a full representation: the description it lacks is gone
+    again, created = svc.put_connector_by_id(
+        WS, CID, "api", rest({"url": "https://example.com/2"}, ["a"]), "u2"
+    )
+    assert created is False
+    assert (again.version, again.description, again.created_at) == (2, None, made.created_at)
+
+    # Renamed, listing b instead of a: the old name is gone, the secrets' users follow
+    renamed, created = svc.put_connector_by_id(
+        WS, CID, "api-v2", rest({"url": "https://example.com/3"}, ["b"]), "u3"
+    )
+    assert created is False
+    assert (renamed.id, renamed.name, renamed.version) == (CID, "api-v2", 3)
+    assert (renamed.created_by, renamed.updated_by) == (ACTOR, "u3")
+    with pytest.raises(NotFound):
+        svc.get_connector(WS, "api")
+    assert svc.connector_by_id(WS, CID) == renamed == svc.get_connector(WS, "api-v2")
+    assert [c.name for c in svc.list_connectors(WS)[0]] == ["api-v2"]  # markers are not listed
+    assert svc.get_secret(WS, "a").used_by == []
+    assert svc.get_secret(WS, "b").used_by == ["api-v2"]
+
+    # Renamed while keeping its secret: the secret names the new name
+    svc.put_connector_by_id(WS, CID, "api-v3", rest({}, ["b"]), ACTOR)
+    assert svc.get_secret(WS, "b").used_by == ["api-v3"]
+    with pytest.raises(Conflict) as in_use:
+        svc.delete_secret(WS, "b")
+    assert in_use.value.code == "secret_in_use"
+    assert "'api-v3'" in in_use.value.message
+
+    # The native PUT by name keeps the id; delete by id releases the secrets
+    by_name = svc.put_connector(WS, "api-v3", rest({}, ["a", "b"]), ACTOR)
+    assert (by_name.id, by_name.version) == (CID, 5)
+    svc.delete_connector_by_id(WS, CID)
+    assert svc.connector_by_id(WS, CID) is None
+    assert svc.list_connectors(WS) == ([], None)
+    assert (svc.get_secret(WS, "a").used_by, svc.get_secret(WS, "b").used_by) == ([], [])
+    with pytest.raises(NotFound):
+        svc.delete_connector_by_id(WS, CID)
+    svc.delete_secret(WS, "a")
+    # And the id can be used again
+    assert svc.put_connector_by_id(WS, CID, "back", rest({}), ACTOR)[1] is True
+
+
+def test_put_by_id_refuses_a_name_another_connector_has(svc: ConnectorService) -> None:
+    other = svc.put_connector(WS, "taken", rest({}), ACTOR)
+    with pytest.raises(Conflict) as caught:
+        svc.put_connector_by_id(WS, CID, "taken", rest({"url": "https://example.com"}), ACTOR)
+    assert caught.value.status == 409
+    assert "a connector named 'taken' already exists" in caught.value.message
+    assert svc.connector_by_id(WS, CID) is None
+    svc.put_connector_by_id(WS, CID, "mine", rest({}), ACTOR)
+    with pytest.raises(Conflict):  # nor may a rename take it
+        svc.put_connector_by_id(WS, CID, "taken", rest({}), ACTOR)
+    assert svc.get_connector(WS, "taken") == other
+    assert svc.connector_by_id(WS, CID).name == "mine"  # type: ignore[union-attr]
+
+
+def test_the_store_refuses_a_rename_onto_a_name_taken_meanwhile(svc: ConnectorService) -> None:
+    svc.put_connector_by_id(WS, CID, "mine", rest({}), ACTOR)
+    store = svc.store
+    real_get = store.get_connector
+
+    def racing(wsid: str, name: str) -> Any:
+        found = real_get(wsid, name)
+        if name == "taken" and found is None:
+            store.get_connector = real_get  # type: ignore[method-assign]
+            svc.put_connector(WS, "taken", rest({}), ACTOR)  # created between the check and the write
+        return found
+
+    store.get_connector = racing  # type: ignore[method-assign]
+    with pytest.raises(Conflict, match="a connector named 'taken' already exists"):
+        svc.put_connector_by_id(WS, CID, "taken", rest({}), ACTOR)
+    store.get_connector = real_get  # type: ignore[method-assign]
+    assert svc.connector_by_id(WS, CID).name == "mine"  # type: ignore[union-attr]
+    assert svc.get_connector(WS, "taken").id != CID
+
+
+def test_bad_ids_and_names_are_400(svc: ConnectorService) -> None:
+    for cid, name, code in (
+        ("bad id", "ok", "invalid_id"),
+        ("", "ok", "invalid_id"),
+        (CID, "bad name", "invalid_name"),
+    ):
+        with pytest.raises(BadRequest) as caught:
+            svc.put_connector_by_id(WS, cid, name, rest({}), ACTOR)
+        assert caught.value.code == code
+    with pytest.raises(BadRequest):
+        svc.connector_by_id(WS, "x" * 200)
+
+
+def test_a_connector_saved_before_the_id_markers_is_found_and_moved_over(
+    svc: ConnectorService, aws: str
+) -> None:
+    # Given a connector and its secret as they were stored before the markers: used_by holds names
+    svc.put_secret(WS, "a", secret({"token": "aaaa-1"}))
+    now = "2024-01-01T00:00:00Z"
+    legacy = {
+        "PK": f"WS#{WS}",
+        "SK": "CONNECTOR#old",
+        "GSI1PK": f"CONNECTOR#{CID}",
+        "GSI1SK": f"WS#{WS}",
+        "entity": "connector",
+        "id": CID,
+        "workspace_id": WS,
+        "name": "old",
+        "type": "REST",
+        "value": "{}",
+        "parsed_json": "{}",
+        "secrets": ["a"],
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    table = Table(aws)
+    table.put(legacy)
+    table.update({"PK": f"WS#{WS}", "SK": "SECRET#a"}, "ADD used_by :c", values={":c": {"old"}})
+    assert svc.get_secret(WS, "a").used_by == ["old"]
+    with pytest.raises(Conflict, match="'old'"):
+        svc.delete_secret(WS, "a")
+    with pytest.raises(Conflict, match="is used by a connector"):
+        svc.store.delete_secret(WS, "a")
+
+    # When it is found by id and renamed
+    assert svc.connector_by_id(WS, CID).name == "old"  # type: ignore[union-attr]
+    renamed, created = svc.put_connector_by_id(WS, CID, "new", rest({}, ["a"]), ACTOR)
+
+    # Then it has its marker and the secret counts it by id
+    assert (created, renamed.version) == (False, 2)
+    raw = table.get(f"WS#{WS}", "SECRET#a")
+    assert raw is not None
+    assert ("used_by" not in raw, raw["used_by_ids"]) == (True, [CID])
+    assert table.get(f"WS#{WS}", f"CONNECTORID#{CID}")["name"] == "new"  # type: ignore[index]
+    assert svc.get_secret(WS, "a").used_by == ["new"]
+    svc.delete_connector(WS, "new")
+    assert svc.get_secret(WS, "a").used_by == []
+    assert table.get(f"WS#{WS}", f"CONNECTORID#{CID}") is None
+
+
+def _race(count: int, attempt: Any) -> list[Any]:
+    start = threading.Barrier(count)
+    outcomes: list[Any] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            outcome: Any = attempt(i)
+        except Exception as exc:  # the outcome under test
+            outcome = exc
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_concurrent_creates_of_one_id_create_exactly_one(svc: ConnectorService, atomic_writes: None) -> None:
+    outcomes = _race(8, lambda i: svc.put_connector_by_id(WS, CID, f"name-{i}", rest({}), ACTOR))
+    created = [o for o in outcomes if isinstance(o, tuple) and o[1]]
+    assert len(created) == 1
+    # the others lost with a 409, or (reading after the winner) replaced it as a rename
+    assert all(isinstance(o, Conflict | tuple) for o in outcomes), outcomes
+    listed = svc.list_connectors(WS)[0]
+    assert [c.id for c in listed] == [CID]
+    assert svc.connector_by_id(WS, CID) == listed[0]
+
+
+def test_concurrent_creates_of_one_name_create_exactly_one(
+    svc: ConnectorService, atomic_writes: None
+) -> None:
+    ids = [f"{CID[:-2]}{i:02d}" for i in range(8)]
+    outcomes = _race(8, lambda i: svc.put_connector_by_id(WS, ids[i], "shared", rest({}), ACTOR))
+    won = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(won) == 1
+    assert won[0][1] is True
+    assert sum(isinstance(o, Conflict) for o in outcomes) == 7, outcomes
+    assert [c.id for c in svc.list_connectors(WS)[0]] == [won[0][0].id]
+    assert [i for i in ids if svc.connector_by_id(WS, i) is not None] == [won[0][0].id]
