@@ -142,6 +142,8 @@ SUCCESS: dict[tuple[str, str], dict[str, str | None]] = {
     ("DELETE", "/api/latest/workspaces/{ws}/connectors/{name}"): {"204": None},
     ("POST", "/api/latest/workspaces/{ws}/connectors/{name}/run"): {"202": ""},
     ("DELETE", "/api/latest/workspaces/{ws}/secrets/{name}"): {"204": None},
+    ("PUT", "/api/latest/workspaces/{ws}/variables/{name}"): {"200": "", "201": ""},
+    ("DELETE", "/api/latest/workspaces/{ws}/variables/{name}"): {"204": None},
     ("POST", "/api/latest/auth/tokens"): {"201": ""},
     ("DELETE", "/api/latest/auth/tokens/{token_id}"): {"204": None},
     ("POST", "/api/latest/contracts"): {"201": ""},

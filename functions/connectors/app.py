@@ -1,4 +1,5 @@
-"""Connectors function: connectors, vault secrets (write-only values) and connection runs of a workspace.
+"""Connectors function: connectors, vault secrets (write-only values), run-time variables and connection
+runs of a workspace.
 
 Thin by design: parse (pydantic, via the resolver), authenticate and authorize the workspace, call the
 connectors service, shape the answer. A run is queued as a `connection` execution for the runner.
@@ -14,6 +15,7 @@ from flowgate.connectors.models import Connector, PutConnectorRequest, PutSecret
 from flowgate.flows.models import Execution, RunConnectorRequest
 from flowgate.http import API_ROOT, Cursor, Limit, Listing, accepted, create_app, created, entry
 from flowgate.rest import caller
+from flowgate.variables.models import PutVariableRequest, Variable
 from flowgate.wiring import container
 
 app = create_app()
@@ -84,6 +86,35 @@ def list_secrets(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[S
 def delete_secret(ws: str, name: str) -> Response[None]:
     authorized(ws)
     container().connectors.delete_secret(ws, name)
+    return Response(status_code=204)
+
+
+@app.put(f"{WS}/variables/<name>", tags=["variables"])
+def put_variable(ws: str, name: str, body: PutVariableRequest) -> Response[Variable]:
+    principal, _ = authorized(ws)
+    variable, created_now = container().variables.put(ws, name, body, principal.user_id)
+    if created_now:
+        return created(variable, f"{API_ROOT}/workspaces/{ws}/variables/{name}")
+    return Response(status_code=200, content_type="application/json", body=variable)
+
+
+@app.get(f"{WS}/variables", tags=["variables"])
+def list_variables(ws: str, limit: Limit = 50, cursor: Cursor = None) -> Listing[Variable]:
+    authorized(ws)
+    items, nxt = container().variables.list(ws, limit, cursor)
+    return Listing(items=items, next=nxt)
+
+
+@app.get(f"{WS}/variables/<name>", tags=["variables"])
+def get_variable(ws: str, name: str) -> Variable:
+    authorized(ws)
+    return container().variables.get(ws, name)
+
+
+@app.delete(f"{WS}/variables/<name>", tags=["variables"])
+def delete_variable(ws: str, name: str) -> Response[None]:
+    authorized(ws)
+    container().variables.delete(ws, name)
     return Response(status_code=204)
 
 
