@@ -295,10 +295,15 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
     each `{"error": {"code", "message"}}`; no 422. Query parameters the resolvers take as plain types get
     their enums and ranges; the public routes need no credentials; If-Match and the decision's optional
     body (JSON or text/plain) are described."""
+    from devstack import openapi_admin  # it reads flowgate's models: after the layer paths are set
+
     queries = _query_schemas()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             route = (method.upper(), path)
+            if openapi_admin.is_admin(path):  # the EFT-style admin API describes itself
+                openapi_admin.describe(route[0], path, operation)
+                continue
             if route in RAW_BODIES:  # bodies the handlers read themselves
                 operation["requestBody"] = RAW_BODIES[route]
             for parameter in operation.get("parameters", []):
@@ -331,6 +336,7 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
             operation["responses"] = dict(sorted(responses.items()))
     schemas = document["components"]["schemas"]
     schemas["Error"] = ERROR_SCHEMA
+    schemas.update(openapi_admin.SCHEMAS)
     schemas["GatewayError"] = GATEWAY_ERROR_SCHEMA
     from flowgate.sync.protocol import Envelope
 

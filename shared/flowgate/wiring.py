@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from flowgate.identity.auth import Authenticator
     from flowgate.identity.service import IdentityService
     from flowgate.identity.store import IdentityStore
+    from flowgate.propagation.artifacts import Artifacts, Audit, SiteAdmin
+    from flowgate.propagation.propagate import Propagator
+    from flowgate.propagation.store import PropagationStore
     from flowgate.sync.apply import Applier
     from flowgate.sync.configs import SyncConfigs
     from flowgate.sync.exchange import Receiver, Sender
@@ -430,6 +433,52 @@ class Container:
             settings.notification_target,
             signing_secret,
             OutboundPolicy.from_allow_list(self.settings.outbound_allow_list),
+        )
+
+    # ---- artifact propagation (the EFT-style admin API) ----
+    @cached_property
+    def propagation_store(self) -> PropagationStore:
+        from flowgate.propagation.store import PropagationStore
+
+        return PropagationStore(self.table)
+
+    @cached_property
+    def site_admin(self) -> SiteAdmin:
+        from flowgate.propagation.artifacts import SiteAdmin
+
+        return SiteAdmin(self.identity)
+
+    @cached_property
+    def admin_audit(self) -> Audit:
+        from flowgate.propagation.artifacts import Audit
+
+        return Audit(self.propagation_store)
+
+    @cached_property
+    def artifacts(self) -> Artifacts:
+        from flowgate.connectors.models import PutConnectorRequest
+        from flowgate.flows.models import PutFlowRequest
+        from flowgate.propagation.artifacts import Artifacts, AweTasks, ConnectionProfiles, CustomCommands
+
+        kinds = [
+            CustomCommands(self.propagation_store, self.variables),
+            AweTasks(self.flows, PutFlowRequest),
+            ConnectionProfiles(self.connectors, PutConnectorRequest),
+        ]
+        return Artifacts(self.site_admin, {k.path: k for k in kinds}, self.admin_audit)
+
+    @cached_property
+    def propagator(self) -> Propagator:
+        from flowgate.propagation.client import TargetClient
+        from flowgate.propagation.propagate import Propagator
+        from flowgate.url_guard import OutboundPolicy
+
+        policy = OutboundPolicy.from_allow_list(self.settings.outbound_allow_list)
+        return Propagator(
+            self.artifacts,
+            self.propagation_store,
+            self.admin_audit,
+            lambda endpoint: TargetClient(endpoint, policy),
         )
 
     # ---- callbacks between contexts; each builds the other service only when first called ----

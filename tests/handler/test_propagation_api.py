@@ -221,7 +221,9 @@ class InProcessTarget(TargetClient):
         headers = {"Authorization": f"EFTAdminAuthToken {self.token}"} if self.token else {}
         if body is not None:
             headers["Content-Type"] = content_type or "application/vnd.api+json"
-        answer = self.eft.call(method, path, headers=headers, raw=json.dumps(body) if body is not None else None)
+        answer = self.eft.call(
+            method, path, headers=headers, raw=json.dumps(body) if body is not None else None
+        )
         return Answer(answer.status, answer.body if answer.body != "" else None)
 
 
@@ -258,14 +260,25 @@ def test_propagate_creates_then_replaces_by_id_and_keeps_records(
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
     dst = f"/admin/v2/sites/{b.workspace_id}/custom-commands/{CMD_ID}"
     ha, hb = _auth(a.admin_token), _auth(b.admin_token)
-    assert eft.call("PUT", src, headers=ha, raw=json.dumps(_command("backup", executable="/bin/b"))).status == 201
+    assert (
+        eft.call("PUT", src, headers=ha, raw=json.dumps(_command("backup", executable="/bin/b"))).status
+        == 201
+    )
     first = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b")))
     assert (first.status, first.body) == (200, {"jsonrpc": "2.0", "id": "1", "result": "success"})
     copy = eft.call("GET", dst, headers=hb).body["data"]
     assert copy["attributes"] == eft.call("GET", src, headers=ha).body["data"]["attributes"]
     again = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b")))
     assert again.body["result"] == "unchanged"
-    assert eft.call("PATCH", src, headers=ha, raw=json.dumps({"data": {"type": "customCommand", "attributes": {"executable": "/bin/c"}}})).status == 200
+    assert (
+        eft.call(
+            "PATCH",
+            src,
+            headers=ha,
+            raw=json.dumps({"data": {"type": "customCommand", "attributes": {"executable": "/bin/c"}}}),
+        ).status
+        == 200
+    )
     dry = eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b"), dryRun=True))
     assert dry.body["result"] == {"dryRun": True, "status": "would_replace", "fields": ["executable"]}
     assert eft.call("GET", dst, headers=hb).body["data"]["attributes"]["executable"] == "/bin/b"
@@ -273,13 +286,18 @@ def test_propagate_creates_then_replaces_by_id_and_keeps_records(
     assert eft.call("GET", dst, headers=hb).body["data"]["attributes"]["executable"] == "/bin/c"
     records = eft.call("GET", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha).body["items"]
     assert [r["status"] for r in records] == ["replaced", "would_replace", "unchanged", "created"]
-    assert all("targetAdminPassword" not in json.dumps(r) and "admin-b-password" not in json.dumps(r) for r in records)
+    assert all(
+        "targetAdminPassword" not in json.dumps(r) and "admin-b-password" not in json.dumps(r)
+        for r in records
+    )
     # The target audited the writes it took (who, what, outcome).
     audit = container().propagation_store.records(b.workspace_id, "ADMINAUDIT", 10, None).items
     assert [(r["user"], r["outcome"]) for r in audit] == [("admin-b", "replaced"), ("admin-b", "created")]
 
 
-def test_the_seed_failure_example_missing_artifact(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]):
+def test_the_seed_failure_example_missing_artifact(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
     a, _ = tenants
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
     answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**_params("b", "ws-b")))
@@ -304,15 +322,31 @@ def test_the_seed_failure_example_missing_artifact(eft: Api, tenants: tuple[Tena
     ],
 )
 def test_propagate_failures_have_their_codes_and_change_nothing(
-    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget], params: dict[str, str], code: int, status: int
+    eft: Api,
+    tenants: tuple[Tenant, Tenant],
+    targets: list[InProcessTarget],
+    params: dict[str, str],
+    code: int,
+    status: int,
 ):
     a, b = tenants
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
-    assert eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup"))).status == 201
-    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**{**_params("b", "ws-b"), **params}))
-    assert (answer.status, answer.body["error"]["code"], answer.body["id"]) == (status, code, "1"), answer.body
+    assert (
+        eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup"))).status == 201
+    )
+    answer = eft.call(
+        "POST", src, headers=_auth(a.admin_token), raw=_rpc(**{**_params("b", "ws-b"), **params})
+    )
+    assert (answer.status, answer.body["error"]["code"], answer.body["id"]) == (status, code, "1"), (
+        answer.body
+    )
     assert "wrong" not in json.dumps(answer.body)
-    assert eft.call("GET", f"/admin/v2/sites/{b.workspace_id}/custom-commands", headers=_auth(b.admin_token)).body["data"] == []
+    assert (
+        eft.call(
+            "GET", f"/admin/v2/sites/{b.workspace_id}/custom-commands", headers=_auth(b.admin_token)
+        ).body["data"]
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -327,10 +361,15 @@ def test_propagate_failures_have_their_codes_and_change_nothing(
         (json.dumps({"jsonrpc": "2.0", "method": "copy", "id": 1}), -32601),
         (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": []}), -32602),
         (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {}}), -32602),
-        (json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {"targetEndpoint": 5}}), -32602),
+        (
+            json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {"targetEndpoint": 5}}),
+            -32602,
+        ),
     ],
 )
-def test_malformed_calls_get_the_standard_errors(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget], raw: str, code: int):
+def test_malformed_calls_get_the_standard_errors(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget], raw: str, code: int
+):
     a, _ = tenants
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
     eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup")))
@@ -340,8 +379,150 @@ def test_malformed_calls_get_the_standard_errors(eft: Api, tenants: tuple[Tenant
     assert targets == []
 
 
-def test_propagate_needs_an_org_admin_of_the_site(eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]):
+def test_propagate_needs_an_org_admin_of_the_site(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
     a, b = tenants
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
-    assert eft.call("POST", src, headers=_auth(a.member_token), raw=_rpc(**_params("b", "ws-b"))).status in (403, 404)
+    assert eft.call("POST", src, headers=_auth(a.member_token), raw=_rpc(**_params("b", "ws-b"))).status in (
+        403,
+        404,
+    )
     assert eft.call("POST", src, headers=_auth(b.admin_token), raw=_rpc(**_params("b", "ws-b"))).status == 404
+
+
+def test_flows_and_connectors_are_awe_tasks_and_connection_profiles(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    """The same artifact through both APIs, and propagated by id: a flow (its script base64 in `code`)
+    and a connector (its value as `connectionSettings` and verbatim `value`)."""
+    a, b = tenants
+    flows = Api(load_function("flows"), "flows")
+    connectors = Api(load_function("connectors"), "connectors")
+    w = f"/api/latest/workspaces/{a.workspace_id}"
+    flow = flows.call(
+        "PUT", f"{w}/flows/hello", {"script": SCRIPT, "description": "greets"}, token=a.admin_token
+    )
+    assert flow.status == 201, flow.body
+    task = eft.call(
+        "GET", f"/admin/v2/sites/{a.workspace_id}/awe-tasks/{flow.body['id']}", headers=_auth(a.admin_token)
+    )
+    assert task.status == 200, task.body
+    attributes = task.body["data"]["attributes"]
+    assert base64.b64decode(attributes["code"]).decode() == SCRIPT
+    assert (attributes["name"], attributes["description"]) == ("hello", "greets")
+    assert (
+        task.body["data"]["relationships"]["aweFolder"]["data"]["id"]
+        == "00000000-0000-0000-0000-000000000000"
+    )
+    value = "url: https://example.com/v1  # the API\nmethod: get\n"
+    made = connectors.call(
+        "PUT", f"{w}/connectors/api", {"type": "REST", "value": value}, token=a.admin_token
+    )
+    assert made.status == 201, made.body
+    profile = eft.call(
+        "GET",
+        f"/admin/v2/sites/{a.workspace_id}/connection-profiles/{made.body['id']}",
+        headers=_auth(a.admin_token),
+    )
+    assert profile.body["data"]["attributes"]["connectionSettings"] == {
+        "url": "https://example.com/v1",
+        "method": "get",
+    }
+    for path, artifact_id in (("awe-tasks", flow.body["id"]), ("connection-profiles", made.body["id"])):
+        src = f"/admin/v2/sites/{a.workspace_id}/{path}/{artifact_id}"
+        answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**_params("b", "ws-b")))
+        assert answer.body == {"jsonrpc": "2.0", "id": "1", "result": "success"}, answer.body
+    wb = f"/api/latest/workspaces/{b.workspace_id}"
+    copied = flows.call("GET", f"{wb}/flows/hello", token=b.admin_token).body
+    assert (copied["id"], copied["script"], copied["description"]) == (flow.body["id"], SCRIPT, "greets")
+    connector = connectors.call("GET", f"{wb}/connectors/api", token=b.admin_token).body
+    assert (connector["id"], connector["value"]) == (made.body["id"], value)
+    # An awe task through the admin API with fields the flow does not have: 400, nothing stored.
+    bad = {
+        "data": {
+            "type": "aweTask",
+            "attributes": {"name": "x", "code": base64.b64encode(b"x=1").decode(), "color": 1},
+        }
+    }
+    answer = eft.call(
+        "PUT",
+        f"/admin/v2/sites/{a.workspace_id}/awe-tasks/{CMD_ID}",
+        headers=_auth(a.admin_token),
+        raw=json.dumps(bad),
+    )
+    assert (answer.status, answer.error_code) == (400, "validation_error")
+    # A script with a syntax error is refused as the native API refuses it.
+    broken = {
+        "data": {
+            "type": "aweTask",
+            "attributes": {"name": "x", "code": base64.b64encode(b"def (:\n").decode()},
+        }
+    }
+    answer = eft.call(
+        "PUT",
+        f"/admin/v2/sites/{a.workspace_id}/awe-tasks/{CMD_ID}",
+        headers=_auth(a.admin_token),
+        raw=json.dumps(broken),
+    )
+    assert answer.status == 400
+    assert (
+        eft.call(
+            "GET", f"/admin/v2/sites/{a.workspace_id}/awe-tasks/{CMD_ID}", headers=_auth(a.admin_token)
+        ).status
+        == 404
+    )
+
+
+def test_unknown_variables_and_secrets_on_the_target_fail_and_change_nothing(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    a, b = tenants
+    connectors = Api(load_function("connectors"), "connectors")
+    w, wb = f"/api/latest/workspaces/{a.workspace_id}", f"/api/latest/workspaces/{b.workspace_id}"
+    assert (
+        connectors.call(
+            "PUT", f"{w}/variables/API_HOST", {"value": "api.example.com"}, token=a.admin_token
+        ).status
+        == 201
+    )
+    made = connectors.call(
+        "PUT",
+        f"{w}/connectors/api",
+        {"type": "REST", "value": "url: https://%API_HOST%/v1\n"},
+        token=a.admin_token,
+    )
+    assert made.status == 201, made.body
+    src = f"/admin/v2/sites/{a.workspace_id}/connection-profiles/{made.body['id']}"
+    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**_params("b", "ws-b")))
+    assert (answer.status, answer.body["error"]["code"]) == (424, -32003), answer.body
+    assert answer.body["error"]["data"]["variables"] == ["API_HOST"]
+    assert connectors.call("GET", f"{wb}/connectors/api", token=b.admin_token).status == 404
+    assert (
+        connectors.call(
+            "PUT", f"{wb}/variables/API_HOST", {"value": "prod.example.com"}, token=b.admin_token
+        ).status
+        == 201
+    )
+    answer = eft.call("POST", src, headers=_auth(a.admin_token), raw=_rpc(**_params("b", "ws-b")))
+    assert answer.body.get("result") == "success", answer.body
+    # A connector listing a vault secret the target lacks: its own code; the secret is never copied.
+    connectors.call(
+        "PUT", f"{w}/secrets/token", {"value": {"headers": {"X-Key": "s3cret"}}}, token=a.admin_token
+    )
+    keyed = connectors.call(
+        "PUT",
+        f"{w}/connectors/keyed",
+        {"type": "REST", "value": "url: https://example.com\n", "secrets": ["token"]},
+        token=a.admin_token,
+    )
+    assert keyed.status == 201, keyed.body
+    answer = eft.call(
+        "POST",
+        f"/admin/v2/sites/{a.workspace_id}/connection-profiles/{keyed.body['id']}",
+        headers=_auth(a.admin_token),
+        raw=_rpc(**_params("b", "ws-b")),
+    )
+    assert answer.body["error"]["code"] == -32006, answer.body
+    assert "s3cret" not in json.dumps(answer.body)
+    assert connectors.call("GET", f"{wb}/connectors/keyed", token=b.admin_token).status == 404

@@ -160,6 +160,7 @@ def test_every_rest_function_that_lists_gets_the_key_and_may_read_it() -> None:
         "ConnectorsFunction",
         "WorkflowFunction",
         "SyncFunction",
+        "PropagationFunction",
     }
     for logical_id in listing:
         properties = resources[logical_id]["Properties"]

@@ -9,6 +9,7 @@ run-time variables) and is audited.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from abc import ABC, abstractmethod
@@ -63,7 +64,7 @@ class Kind(ABC):
     type: ClassVar[str]
     path: ClassVar[str]
     label: ClassVar[str]
-    model: ClassVar[type[BaseModel]]
+    model: ClassVar[builtins.type[BaseModel]]  # `type` is EFT's name for the kind, in this class
 
     @abstractmethod
     def find(self, wsid: str, artifact_id: str) -> Attributes | None: ...

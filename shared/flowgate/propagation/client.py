@@ -154,7 +154,7 @@ class TargetClient:
                 and (site.get("attributes") or {}).get("name") == name
                 and isinstance(site.get("id"), str)
             ):
-                return site["id"]
+                return str(site["id"])
         raise RpcError(jsonrpc.TARGET_SITE_NOT_FOUND, "Target site not found", {"site": name})
 
     def artifact_path(self, site: str, kind_path: str, artifact_id: str) -> str:
