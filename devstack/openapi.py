@@ -298,12 +298,11 @@ def tell_the_truth(document: dict[str, Any], returns: dict[tuple[str, str], str]
     from devstack import openapi_admin  # it reads flowgate's models: after the layer paths are set
 
     queries = _query_schemas()
-    for path, operations in document["paths"].items():
+    openapi_admin.describe_all(document)  # the EFT-style admin API describes itself
+    native = {p: ops for p, ops in document["paths"].items() if not openapi_admin.is_admin(p)}
+    for path, operations in native.items():
         for method, operation in operations.items():
             route = (method.upper(), path)
-            if openapi_admin.is_admin(path):  # the EFT-style admin API describes itself
-                openapi_admin.describe(route[0], path, operation)
-                continue
             if route in RAW_BODIES:  # bodies the handlers read themselves
                 operation["requestBody"] = RAW_BODIES[route]
             for parameter in operation.get("parameters", []):

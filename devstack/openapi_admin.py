@@ -185,15 +185,9 @@ def _ok(
 HEADER = {"schema": {"type": "string"}}
 
 
-def describe(method: str, path: str, operation: dict[str, Any]) -> None:
-    """Set the operation's request body, statuses and security (an admin API route)."""
-    body = JSON_API
-    item = path.endswith("/{artifact_id}")
-    collection = path.endswith("/{kind}")
+def _session_answers(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any] | None:
+    """Login, the session, keep-alive and logout; None for the other routes."""
     responses: dict[str, Any] = {}
-    for parameter in operation.get("parameters", []):
-        if parameter["in"] == "path" and parameter["name"] == "kind":
-            parameter["schema"] = {"type": "string", "enum": KINDS}
     if path == "/admin/v1/authentication":
         operation["security"] = []
         operation["requestBody"] = {
@@ -208,6 +202,23 @@ def describe(method: str, path: str, operation: dict[str, Any]) -> None:
         responses["200"] = _ok("The session", "AdminSession", "application/json")
     elif method in ("HEAD", "POST") and path in ("/admin/v2/keep-alive", "/admin/v2/logout"):
         responses["204"] = _ok("Done", None)
+    else:
+        return None
+    return responses
+
+
+def _successes(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """The operation's own answers (and request body, security): its successes, and propagate's errors."""
+    body = JSON_API
+    item = path.endswith("/{artifact_id}")
+    collection = path.endswith("/{kind}")
+    responses: dict[str, Any] = {}
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and parameter["name"] == "kind":
+            parameter["schema"] = {"type": "string", "enum": KINDS}
+    session = _session_answers(method, path, operation)
+    if session is not None:
+        responses.update(session)
     elif item and method == "POST":
         operation["requestBody"] = {"required": True, "content": _content("RpcCall")}
         rpc = _content("RpcAnswer")
@@ -245,6 +256,13 @@ def describe(method: str, path: str, operation: dict[str, Any]) -> None:
         responses["200"] = _ok("The collection", "JsonApiList")
     else:
         responses["200"] = _ok("The resource", "JsonApiDocument", headers={"ETag": HEADER} if item else None)
+    return responses
+
+
+def describe(method: str, path: str, operation: dict[str, Any]) -> None:
+    """Set the operation's request body, statuses and security (an admin API route)."""
+    responses = _successes(method, path, operation)
+    collection = path.endswith("/{kind}")
     if path != "/admin/v1/authentication":
         statuses = {"401", "403", "429"}
         if "{" in path:
@@ -256,3 +274,10 @@ def describe(method: str, path: str, operation: dict[str, Any]) -> None:
         for status in sorted(statuses):
             responses.setdefault(status, _error(status))
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def describe_all(document: dict[str, Any]) -> None:
+    for path, operations in document["paths"].items():
+        if is_admin(path):
+            for method, operation in operations.items():
+                describe(method.upper(), path, operation)

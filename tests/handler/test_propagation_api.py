@@ -311,14 +311,14 @@ def test_the_seed_failure_example_missing_artifact(
 
 
 @pytest.mark.parametrize(
-    ("params", "code", "status"),
+    ("params", "expected"),
     [
-        ({"targetSiteName": "nowhere"}, -32002, 424),
-        ({"targetAdminPassword": "wrong"}, -32001, 424),
-        ({"targetEndpoint": "http://169.254.169.254/"}, -32008, 400),
-        ({"targetEndpoint": "http://10.0.0.1:4450"}, -32008, 400),
-        ({"targetEndpoint": "ftp://target.test"}, -32008, 400),
-        ({"targetEndpoint": "http://203.0.113.7:4450"}, -32008, 400),  # public, but http with a password
+        ({"targetSiteName": "nowhere"}, (424, -32002)),
+        ({"targetAdminPassword": "wrong"}, (424, -32001)),
+        ({"targetEndpoint": "http://169.254.169.254/"}, (400, -32008)),
+        ({"targetEndpoint": "http://10.0.0.1:4450"}, (400, -32008)),
+        ({"targetEndpoint": "ftp://target.test"}, (400, -32008)),
+        ({"targetEndpoint": "http://203.0.113.7:4450"}, (400, -32008)),  # public, but http with a password
     ],
 )
 def test_propagate_failures_have_their_codes_and_change_nothing(
@@ -326,9 +326,9 @@ def test_propagate_failures_have_their_codes_and_change_nothing(
     tenants: tuple[Tenant, Tenant],
     targets: list[InProcessTarget],
     params: dict[str, str],
-    code: int,
-    status: int,
+    expected: tuple[int, int],
 ):
+    status, code = expected
     a, b = tenants
     src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
     assert (

@@ -356,7 +356,8 @@ class Audit:
     def write(self, wsid: str, kind: str, **fields: Any) -> None:
         stamp = now()
         expires = int(stamp.timestamp()) + AUDIT_DAYS * 86400
-        self.store.record(wsid, kind, at=stamp.isoformat(timespec="microseconds"), record_id=str(uuid.uuid4()), fields=fields, ttl=expires)
+        at = stamp.isoformat(timespec="microseconds")  # records sort by it, newest first
+        self.store.record(wsid, kind, at=at, record_id=str(uuid.uuid4()), fields=fields, ttl=expires)
 
 
 class Artifacts:
@@ -426,7 +427,9 @@ class Artifacts:
             raise Conflict(
                 f"a {kind.label} with id {artifact_id} already exists; PUT replaces it", code="id_taken"
             )
-        return self._save(principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="create")
+        return self._save(
+            principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="create"
+        )
 
     def put(
         self, principal: Principal, site: str, path: str, artifact_id: str, body: str | None
@@ -439,7 +442,12 @@ class Artifacts:
         attributes = self.attributes(kind, document.data.attributes)
         existed = kind.find(site, artifact_id) is not None
         shown = self._save(
-            principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="replace" if existed else "create"
+            principal,
+            kind,
+            site,
+            artifact_id=artifact_id,
+            attributes=attributes,
+            action="replace" if existed else "create",
         )
         return shown, not existed
 
@@ -468,7 +476,9 @@ class Artifacts:
         ):
             merged.pop("value", None)  # new settings replace the text they came from
         attributes = self.attributes(kind, merged)
-        return self._save(principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="update")
+        return self._save(
+            principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="update"
+        )
 
     def delete(self, principal: Principal, site: str, path: str, artifact_id: str) -> None:
         kind = self.kind(path)

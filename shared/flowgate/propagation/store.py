@@ -91,7 +91,9 @@ class PropagationStore:
         )
 
     # ---- records (P5-P6): the admin API's writes and the propagations, newest first ----
-    def record(self, wsid: str, kind: str, *, at: str, record_id: str, fields: dict[str, Any], ttl: int) -> None:
+    def record(
+        self, wsid: str, kind: str, *, at: str, record_id: str, fields: dict[str, Any], ttl: int
+    ) -> None:
         self.table.put(
             {
                 "PK": f"WS#{wsid}#{kind}",
