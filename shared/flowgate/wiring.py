@@ -140,6 +140,7 @@ class Container:
             retention,
             self._is_active,
             links=self.remote_runs,
+            variables=self.variables,
         )
 
     @cached_property

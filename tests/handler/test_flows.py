@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 from urllib.parse import quote
 
 import boto3
@@ -278,3 +279,108 @@ def test_limited_workspaces_store_a_bounded_number_of_executions(
     )
     api.call("PATCH", f"{A}/workspaces/{a.workspace_id}", {"kind": "full"}, token=root_token)
     assert flows_api.call("POST", path, {"flow": "hello"}, token=a.admin_token).status == 202
+
+
+SETTINGS = {
+    "timeout_seconds": 600,
+    "log_level": "debug",
+    "log_directory": "/var/log/%WORKSPACE.ID%/flows",
+    "retain_successful_logs": True,
+    "retain_failed_logs": False,
+}
+DEFAULTS = {
+    "timeout_seconds": None,
+    "log_level": "info",
+    "log_directory": None,
+    "retain_successful_logs": False,
+    "retain_failed_logs": True,
+}
+
+
+def test_a_flow_has_settings_with_defaults(flows_api: Api, tenants):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows"
+    plain = flows_api.call("PUT", f"{path}/plain", {"script": SCRIPT}, token=a.admin_token)
+    assert plain.status == 201
+    assert {k: plain.body[k] for k in DEFAULTS} == DEFAULTS
+    assert {
+        k: v
+        for k, v in flows_api.call("GET", f"{path}/plain", token=a.admin_token).body.items()
+        if k in DEFAULTS
+    } == DEFAULTS
+    made = flows_api.call("PUT", f"{path}/tuned", {"script": SCRIPT, **SETTINGS}, token=a.admin_token)
+    assert made.status == 201
+    # a variable reference's periods are stored as underscores (variable names in flows have none)
+    stored = {**SETTINGS, "log_directory": "/var/log/%WORKSPACE_ID%/flows"}
+    assert {k: made.body[k] for k in SETTINGS} == stored
+    read = flows_api.call("GET", f"{path}/tuned", token=a.admin_token)
+    assert (read.status, {k: read.body[k] for k in SETTINGS}) == (200, stored)
+    # the same settings again are no new version; any one of them changed is one
+    again = flows_api.call("PUT", f"{path}/tuned", {"script": SCRIPT, **SETTINGS}, token=a.admin_token)
+    assert (again.status, again.body["version"]) == (200, 1)
+    for n, (field, value) in enumerate(
+        [
+            ("log_level", "error"),
+            ("timeout_seconds", 1),
+            ("retain_failed_logs", True),
+            ("log_directory", "/x"),
+        ],
+        2,
+    ):
+        changed = flows_api.call(
+            "PUT", f"{path}/tuned", {"script": SCRIPT, **SETTINGS, field: value}, token=a.admin_token
+        )
+        assert (changed.status, changed.body["version"], changed.body[field]) == (200, n, value)
+    # a PUT is the flow's whole representation: settings it leaves out go back to their defaults
+    reset = flows_api.call("PUT", f"{path}/tuned", {"script": SCRIPT}, token=a.admin_token)
+    assert (reset.status, reset.body["version"]) == (200, 6)
+    assert {k: reset.body[k] for k in DEFAULTS} == DEFAULTS
+    listed = flows_api.call("GET", path, token=a.admin_token)
+    assert listed.status == 200
+    assert sorted(f["name"] for f in listed.body["items"]) == ["plain", "tuned"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"timeout_seconds": 0},
+        {"timeout_seconds": 86401},
+        {"timeout_seconds": -5},
+        {"timeout_seconds": "60"},
+        {"timeout_seconds": 1.5},
+        {"timeout_seconds": True},
+        {"log_level": "verbose"},
+        {"log_level": "INFO"},
+        {"log_level": None},
+        {"log_level": 3},
+        {"log_directory": "d" * 1025},
+        {"log_directory": 5},
+        {"retain_successful_logs": "yes"},
+        {"retain_failed_logs": 1},
+        {"retain_failed_logs": None},
+        {"logLevel": "info"},
+        {"unknown": 1},
+    ],
+)
+def test_bad_settings_are_400(flows_api: Api, tenants, settings):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows/bad"
+    answer = flows_api.call("PUT", path, {"script": SCRIPT, **settings}, token=a.admin_token)
+    assert answer.status == 400, answer.body
+    assert flows_api.call("GET", path, token=a.admin_token).status == 404
+
+
+def test_settings_at_their_limits_are_accepted(flows_api: Api, tenants):
+    a, _ = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows"
+    limits: dict[str, dict[str, Any]] = {
+        "one": {"timeout_seconds": 1, "log_level": "none", "log_directory": ""},
+        "day": {"timeout_seconds": 86400, "log_level": "warning", "log_directory": "é" * 1024},
+        "nulls": {"timeout_seconds": None, "log_directory": None, "description": None},
+    }
+    for name, settings in limits.items():
+        answer = flows_api.call("PUT", f"{path}/{name}", {"script": SCRIPT, **settings}, token=a.admin_token)
+        assert answer.status == 201, (name, answer.body)
+        assert {k: answer.body[k] for k in settings} == settings
+        read = flows_api.call("GET", f"{path}/{name}", token=a.admin_token).body
+        assert {k: read[k] for k in settings} == settings

@@ -42,12 +42,48 @@ class ExecutionStatus(StrEnum):
 FINAL_STATUSES = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.ERROR, ExecutionStatus.CANCELLED})
 
 
+class LogLevel(StrEnum):
+    """How much an execution of the flow logs (EFT's aweTask `logLevel`)."""
+
+    NONE = "none"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+MAX_TIMEOUT_SECONDS = 86400
+MAX_LOG_DIRECTORY = 1024
+
+
+# What makes two versions of a flow the same: a PUT that changes none of them is no new version.
+FLOW_CONTENT = (
+    "script",
+    "description",
+    "timeout_seconds",
+    "log_level",
+    "log_directory",
+    "retain_successful_logs",
+    "retain_failed_logs",
+)
+
+
 class Flow(BaseModel):
+    """A flow: its script and its settings (EFT's aweTask attributes under Flowgate's names), whose
+    defaults are what a flow saved without them has. `timeout_seconds` None: no time limit of its own
+    (the platform's applies). `log_directory` may name run-time variables (`%NAME%`; periods in their
+    names are stored as underscores)."""
+
     id: str
     workspace_id: str
     name: str
     script: str
     description: str | None = None
+    timeout_seconds: int | None = None
+    log_level: LogLevel = LogLevel.INFO
+    log_directory: str | None = None
+    retain_successful_logs: bool = False
+    retain_failed_logs: bool = True
     version: int
     created_at: str
     updated_at: str
@@ -138,6 +174,16 @@ class PutFlowRequest(BaseModel):
     model_config = STRICT
     script: Annotated[str, StringConstraints(min_length=1), AfterValidator(_script_bytes)]
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS, strict=True)] | None = Field(
+        default=None, description="the flow's own time limit in seconds (none: the platform's limit)"
+    )
+    log_level: LogLevel = LogLevel.INFO
+    log_directory: Annotated[str, StringConstraints(max_length=MAX_LOG_DIRECTORY)] | None = Field(
+        default=None,
+        description="may name run-time variables (%NAME%); periods in their names are stored as underscores",
+    )
+    retain_successful_logs: Annotated[bool, Field(strict=True)] = False
+    retain_failed_logs: Annotated[bool, Field(strict=True)] = True
 
 
 def _small(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The composition root (flowgate.wiring) plugs in the identity service (authorization and workspace
 kinds), the connectors service (flowgate.bridges.ConnectorCalls), the activation service and the
-workflow service (flowgate.bridges); tests put fakes behind the same protocols.
+workflow service (flowgate.bridges) and the run-time variables service; tests put fakes behind the
+same protocols.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "Links",
     "Queue",
     "TaskDone",
+    "Variables",
     "WorkspaceAuthorizer",
 ]
 
@@ -95,4 +97,13 @@ class Links(Protocol):
 
     def changed(self, execution: Mapping[str, Any]) -> None:
         """An execution was created or changed status."""
+        ...
+
+
+class Variables(Protocol):
+    """A workspace's run-time variables (the variables context): a flow's `log_directory` may name them."""
+
+    def check(self, wsid: str, fields: Mapping[str, str]) -> None:
+        """Every variable each field's text names (`%NAME%`) is a built-in or one of the workspace's;
+        else BadRequest `unknown_variable` naming the field and the variable."""
         ...

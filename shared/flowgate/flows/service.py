@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -15,6 +16,7 @@ from flowgate.db import StaleVersion
 from flowgate.documents import document_error
 from flowgate.errors import BadRequest, Conflict, NotFound
 from flowgate.flows.models import (
+    FLOW_CONTENT,
     Execution,
     ExecutionStatus,
     ExecutionSummary,
@@ -26,14 +28,48 @@ from flowgate.flows.models import (
     capped_log,
     outputs_problem,
 )
-from flowgate.flows.ports import IsActive, KindOf, Links, Queue, WorkspaceAuthorizer
-from flowgate.flows.store import FlowStore, execution_from, execution_summary, flow_from, flow_summary
+from flowgate.flows.ports import IsActive, KindOf, Links, Queue, Variables, WorkspaceAuthorizer
+from flowgate.flows.store import (
+    FLOW_CHANGED,
+    NAME_TAKEN,
+    FlowStore,
+    execution_from,
+    execution_summary,
+    flow_from,
+    flow_summary,
+)
 from flowgate.identity.ports import Principal
+from flowgate.names import NAME
 from flowgate.observability import count, logger
 
 ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 # Flows may start flows this many levels deep (a guard against runaway recursion).
 MAX_DEPTH = 5
+UPDATE_ATTEMPTS = 3
+
+# A run-time variable reference, `%NAME%`, as the variables context reads it (flowgate.variables.rules,
+# which a context may not import; a handler test holds the two to the same answers).
+_REFERENCE = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]{0,127})%")
+
+
+def flow_text(text: str) -> str:
+    """`text` with every variable reference's periods turned into underscores (`%CONNECTION.LOCAL_IP%`
+    -> `%CONNECTION_LOCAL_IP%`): variable names in flows cannot hold periods (seed 004)."""
+    return _REFERENCE.sub(lambda m: "%" + m.group(1).replace(".", "_") + "%", text)
+
+
+def _name_taken(name: str) -> str:
+    return f"a flow named '{name}' already exists in this workspace"
+
+
+def check_flow_id(flow_id: str) -> None:
+    if not NAME.match(flow_id):
+        raise BadRequest("a flow id is 1 to 128 letters, digits, '.', '_' or '-'", code="invalid_id")
+
+
+def check_flow_name(name: str) -> None:
+    if not NAME.match(name):
+        raise BadRequest("a flow name is 1 to 128 letters, digits, '.', '_' or '-'", code="invalid_name")
 
 
 def new_execution(
@@ -76,6 +112,7 @@ class FlowService:
         is_active: IsActive | None = None,
         *,
         links: Links | None = None,
+        variables: Variables | None = None,
     ) -> None:
         self.store = store
         self.workspaces = workspaces
@@ -86,42 +123,63 @@ class FlowService:
         self.is_active = is_active
         # Workspace links (the sync context): remote runs, and the changes they and mirrors follow.
         self.links = links
+        # Run-time variables (the variables context): the names a flow's log_directory may use.
+        self.variables = variables
 
     # ---- flows ----
+    def _content(self, wsid: str, request: PutFlowRequest) -> dict[str, Any]:
+        """What a flow stores of a request (its full representation: what it leaves out takes its
+        default): the script checked, the log directory's variable references with underscores for
+        periods, then checked against the workspace's variables."""
+        sandbox.check_syntax(request.script)
+        content = request.model_dump(mode="json", include=set(FLOW_CONTENT))
+        if request.log_directory is not None:
+            content["log_directory"] = flow_text(request.log_directory)
+            if self.variables is not None:
+                self.variables.check(wsid, {"log_directory": content["log_directory"]})
+        return content
+
+    @staticmethod
+    def _same(current: Mapping[str, Any], content: Mapping[str, Any]) -> bool:
+        """Whether a stored flow already has this content (fields it lacks read as their defaults)."""
+        stored = flow_from(dict(current)).model_dump(mode="json", include=set(FLOW_CONTENT))
+        return stored == dict(content)
+
+    def _new_flow(
+        self, wsid: str, flow_id: str, name: str, content: Mapping[str, Any], actor_id: str
+    ) -> dict[str, Any]:
+        stamp = iso(now())
+        return {
+            "id": flow_id,
+            "workspace_id": wsid,
+            "name": name,
+            **content,
+            "version": 1,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "updated_by": actor_id,
+        }
+
     def put_flow(
         self, principal: Principal, wsid: str, name: str, request: PutFlowRequest
     ) -> tuple[Flow, bool]:
         """Create or change a flow; each change is a new version. True when it was created."""
         self.workspaces.authorize_workspace(principal, wsid)
-        sandbox.check_syntax(request.script)
-        stamp = iso(now())
+        content = self._content(wsid, request)
         current = self.store.get_flow(wsid, name)
         if current is None:
-            item = {
-                "id": str(uuid.uuid4()),
-                "workspace_id": wsid,
-                "name": name,
-                "script": request.script,
-                "description": request.description,
-                "version": 1,
-                "created_at": stamp,
-                "updated_at": stamp,
-                "updated_by": principal.user_id,
-            }
+            item = self._new_flow(wsid, str(uuid.uuid4()), name, content, principal.user_id)
             self.store.create_flow(item)
             return flow_from(item), True
-        changes = {
-            "script": request.script,
-            "description": request.description,
-            "updated_at": stamp,
-            "updated_by": principal.user_id,
-        }
-        if current["script"] == request.script and current.get("description") == request.description:
+        if self._same(current, content):
             return flow_from(current), False  # an identical PUT is not a new version
+        changes = {**content, "updated_at": iso(now()), "updated_by": principal.user_id}
         try:
             return flow_from(self.store.replace_flow(current, changes)), False
         except StaleVersion as exc:
-            raise Conflict("the flow was changed by another request at the same time; retry") from exc
+            raise Conflict(
+                "the flow was changed by another request at the same time; retry", code=FLOW_CHANGED
+            ) from exc
 
     def get_flow(self, principal: Principal, wsid: str, name: str) -> Flow:
         self.workspaces.authorize_workspace(principal, wsid)
@@ -139,11 +197,76 @@ class FlowService:
 
     def delete_flow(self, principal: Principal, wsid: str, name: str) -> None:
         self.workspaces.authorize_workspace(principal, wsid)
-        if self.store.get_flow(wsid, name) is None:
+        current = self.store.get_flow(wsid, name)
+        if current is None:
             raise NotFound(f"flow '{name}' not found")
-        if self.is_active is not None and self.is_active(wsid, name):
+        self._delete(current)
+
+    def _delete(self, current: Mapping[str, Any]) -> None:
+        name = current["name"]
+        if self.is_active is not None and self.is_active(current["workspace_id"], name):
             raise Conflict(f"the flow '{name}' is active: deactivate it first", code="flow_active")
-        self.store.delete_flow(wsid, name)
+        self.store.delete_flow(dict(current))
+
+    # ---- flows by id, for other contexts (artifact propagation), which have authorized the workspace ----
+    def flow_by_id(self, wsid: str, flow_id: str) -> Flow | None:
+        """The workspace's flow of that id, or None (consistent: a save just answered is seen)."""
+        check_flow_id(flow_id)
+        item = self.store.flow_by_id(wsid, flow_id)
+        return flow_from(item) if item else None
+
+    def put_flow_by_id(
+        self, wsid: str, flow_id: str, name: str, request: PutFlowRequest, actor_id: str
+    ) -> tuple[Flow, bool]:
+        """Create the flow `flow_id` named `name`, or replace it (the request is its full representation:
+        what it leaves out takes its default) and rename it when `name` differs; whether it was created.
+        A replace that changes nothing is no new version; a rename is the next version, same id.
+
+        409 `name_taken` when another flow has the name (on create or rename), `flow_active` for a
+        rename of an active flow (activation is kept by name), `flow_changed` when a concurrent request
+        created the same id first or kept changing the flow. The same 400s as `put_flow` otherwise.
+        """
+        check_flow_id(flow_id)
+        check_flow_name(name)
+        content = self._content(wsid, request)
+        for _ in range(UPDATE_ATTEMPTS):
+            current = self.store.flow_by_id(wsid, flow_id)
+            if current is None:
+                item = self._new_flow(wsid, flow_id, name, content, actor_id)
+                self.store.create_flow(item)
+                return flow_from(item), True
+            renamed = current["name"] != name
+            if not renamed and self._same(current, content):
+                return flow_from(current), False
+            changes = {**content, "updated_at": iso(now()), "updated_by": actor_id}
+            try:
+                if not renamed:
+                    return flow_from(self.store.replace_flow(current, changes)), False
+                if self.store.get_flow(wsid, name) is not None:
+                    raise Conflict(_name_taken(name), code=NAME_TAKEN)
+                if self.is_active is not None and self.is_active(wsid, current["name"]):
+                    raise Conflict(
+                        f"the flow '{current['name']}' is active: deactivate it before renaming it",
+                        code="flow_active",
+                    )
+                item = {**current, **changes, "name": name}  # None values are not stored
+                return flow_from(self.store.rename_flow(current, item)), False
+            except StaleVersion:
+                continue
+        raise Conflict("the flow kept changing while it was saved; retry", code=FLOW_CHANGED)
+
+    def delete_flow_by_id(self, wsid: str, flow_id: str) -> None:
+        """Delete the flow of that id (404 when the workspace has none; 409 `flow_active` while active)."""
+        check_flow_id(flow_id)
+        current = self.store.flow_by_id(wsid, flow_id)
+        if current is None:
+            raise NotFound(f"flow with id '{flow_id}' not found")
+        self._delete(current)
+
+    def flows_page(self, wsid: str, limit: int, cursor: str | None) -> tuple[list[Flow], str | None]:
+        """A page of the workspace's flows, whole (scripts and settings), by name."""
+        page = self.store.list_flows(wsid, limit, cursor)
+        return [flow_from(i) for i in page.items], page.next
 
     # ---- executions ----
     def start_execution(self, principal: Principal, wsid: str, request: StartExecutionRequest) -> Execution:
