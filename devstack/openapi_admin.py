@@ -107,6 +107,39 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "RpcCallMany": {
+        "type": "object",
+        "description": "`propagate` of many artifacts to one or several targets; `-32009` when any failed",
+        "required": ["jsonrpc", "method", "id", "params"],
+        "properties": {
+            "jsonrpc": {"type": "string", "enum": ["2.0"]},
+            "method": {"type": "string", "enum": [jsonrpc.METHOD]},
+            "id": {"type": ["string", "integer"]},
+            "params": {
+                "type": "object",
+                "required": ["artifacts", "targets"],
+                "properties": {
+                    "artifacts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "id"],
+                            "properties": {
+                                "type": {
+                                    "type": "string",
+                                    "enum": ["customCommand", "aweTask", "connectionProfile"],
+                                },
+                                "id": {"type": "string", "format": "uuid"},
+                            },
+                        },
+                    },
+                    "targets": {"type": "array", "items": {"type": "object"}},
+                    "dryRun": {"type": "boolean"},
+                    "saveTarget": {"type": "boolean"},
+                },
+            },
+        },
+    },
     "RpcAnswer": {
         "type": "object",
         "description": "A JSON-RPC 2.0 answer: `result`, or `error` with one of these codes: "
@@ -219,8 +252,9 @@ def _successes(method: str, path: str, operation: dict[str, Any]) -> dict[str, A
     session = _session_answers(method, path, operation)
     if session is not None:
         responses.update(session)
-    elif item and method == "POST":
-        operation["requestBody"] = {"required": True, "content": _content("RpcCall")}
+    elif (item or path.endswith("/propagations")) and method == "POST":
+        call = "RpcCall" if item else "RpcCallMany"
+        operation["requestBody"] = {"required": True, "content": _content(call)}
         rpc = _content("RpcAnswer")
         responses["200"] = {"description": "The call's result", "content": rpc}
         responses["400"] = _error("400", RPC_OR_ERROR) | {

@@ -162,6 +162,20 @@ def call_artifact(site: str, kind: str, artifact_id: str) -> Response[Any]:
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(answer))
 
 
+def propagate_many(site: str) -> Response[Any]:
+    """JSON-RPC 2.0 `propagate` of many artifacts to one or several targets (beyond EFT)."""
+    from flowgate.propagation.jsonrpc import RpcError, parse_call
+
+    principal = admin()
+    try:
+        answer = container().propagator.propagate_many(principal, site, parse_call(app.current_event.body))
+    except RpcError as exc:
+        return Response(
+            status_code=exc.status, content_type=content_types.APPLICATION_JSON, body=json.dumps(exc.answer())
+        )
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(answer))
+
+
 def list_propagations(site: str, limit: Limit = 50, cursor: Cursor = None) -> Response[Any]:
     items, nxt = container().propagator.records(admin(), site, limit, cursor)
     return Response(
@@ -203,6 +217,7 @@ for prefix in PREFIXES:
     app.get(sites, tags=["admin api"])(list_sites)
     app.get(f"{sites}/<site>", tags=["admin api"])(get_site)
     app.get(f"{sites}/<site>/propagations", tags=["admin api"])(list_propagations)
+    app.post(f"{sites}/<site>/propagations", tags=["admin api"])(propagate_many)
     app.get(f"{sites}/<site>/propagation-targets", tags=["admin api"])(list_targets)
     app.get(f"{sites}/<site>/<kind>", tags=["admin api"])(list_artifacts)
     app.post(f"{sites}/<site>/<kind>", tags=["admin api"])(create_artifact)

@@ -526,3 +526,60 @@ def test_unknown_variables_and_secrets_on_the_target_fail_and_change_nothing(
     assert answer.body["error"]["code"] == -32006, answer.body
     assert "s3cret" not in json.dumps(answer.body)
     assert connectors.call("GET", f"{wb}/connectors/keyed", token=b.admin_token).status == 404
+
+
+def test_many_artifacts_to_several_targets_with_a_result_per_item(
+    eft: Api, tenants: tuple[Tenant, Tenant], api: Api, root_token: str, targets: list[InProcessTarget]
+):
+    """Beyond EFT: one call, many artifacts, two targets (one failing): each item has its result, the
+    call reports a partial failure, and the good target got everything."""
+    a, b = tenants
+    ha = _auth(a.admin_token)
+    base = f"/admin/v2/sites/{a.workspace_id}/custom-commands"
+    ids = [
+        eft.call("POST", base, headers=ha, raw=json.dumps(_command(f"c{i}"))).body["data"]["id"]
+        for i in range(3)
+    ]
+    artifacts = [{"type": "customCommand", "id": i} for i in ids]
+    good, bad = _params("b", "ws-b"), {**_params("b", "ws-b"), "targetSiteName": "nowhere"}
+    body = {
+        "jsonrpc": "2.0",
+        "method": "propagate",
+        "id": 7,
+        "params": {"artifacts": artifacts, "targets": [good, bad]},
+    }
+    answer = eft.call(
+        "POST", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha, raw=json.dumps(body)
+    )
+    assert (answer.status, answer.body["error"]["code"], answer.body["id"]) == (424, -32009, 7), answer.body
+    results = answer.body["error"]["data"]["results"]
+    assert [(r["targetSiteName"], r["status"]) for r in results] == [("ws-b", "created")] * 3 + [
+        ("nowhere", "failed")
+    ] * 3
+    assert {r.get("code") for r in results[3:]} == {-32002}
+    copies = eft.call(
+        "GET", f"/admin/v2/sites/{b.workspace_id}/custom-commands", headers=_auth(b.admin_token)
+    ).body["data"]
+    assert sorted(c["id"] for c in copies) == sorted(ids)
+    # All good: the result lists each item; a second run finds them unchanged; one login per target.
+    body["params"]["targets"] = [good]
+    targets.clear()
+    again = eft.call(
+        "POST", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha, raw=json.dumps(body)
+    )
+    assert again.status == 200, again.body
+    assert [r["status"] for r in again.body["result"]["results"]] == ["unchanged"] * 3
+    assert [c for c in targets[0].calls if c[1] == "/admin/v1/authentication"] == [
+        ("POST", "/admin/v1/authentication")
+    ]
+    # An unknown artifact in the list: -32004 before anything is sent.
+    body["params"]["artifacts"].append({"type": "customCommand", "id": CMD_ID})
+    missing = eft.call(
+        "POST", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha, raw=json.dumps(body)
+    )
+    assert (missing.status, missing.body["error"]["code"]) == (404, -32004)
+    bad_params = {**body, "params": {"artifacts": [], "targets": [good]}}
+    answer = eft.call(
+        "POST", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha, raw=json.dumps(bad_params)
+    )
+    assert answer.body["error"]["code"] == -32602

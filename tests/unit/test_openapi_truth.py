@@ -36,7 +36,7 @@ def test_every_refusal_has_the_error_schema(route: tuple[str, str], operation: d
             expected = "GatewayError" if status in openapi.GATEWAY_ERRORS else "Error"
             if schema == openapi_admin.RPC_OR_ERROR:  # propagate's refusals: Error, or a JSON-RPC answer
                 assert route[0] == "POST", route
-                assert route[1].endswith("/{artifact_id}"), route
+                assert route[1].endswith(("/{artifact_id}", "/propagations")), route
                 continue
             assert schema == {"$ref": f"#/components/schemas/{expected}"}, (route, status)
     if route != openapi.HEALTH:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
@@ -135,8 +135,8 @@ class AuthenticationRequest(BaseModel):
     authType: Annotated[str, StringConstraints(max_length=32)] = "EFT"
 
 
-class PropagateParams(BaseModel):
-    """The `propagate` call's params (seed 004), plus Flowgate's `dryRun` and `saveTarget`."""
+class Target(BaseModel):
+    """Where to propagate to: seed 004's four parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -144,5 +144,36 @@ class PropagateParams(BaseModel):
     targetSiteName: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     targetAdminUsername: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     targetAdminPassword: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+
+
+class PropagateParams(Target):
+    """The `propagate` call's params on an artifact (seed 004), plus Flowgate's `dryRun` and `saveTarget`."""
+
+    dryRun: bool = False
+    saveTarget: bool = False
+
+
+ArtifactType = Literal["customCommand", "aweTask", "connectionProfile"]
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ArtifactType
+    id: Annotated[str, StringConstraints(pattern=UUID_TEXT.pattern)]
+
+
+MAX_BATCH_ARTIFACTS = 50
+MAX_BATCH_TARGETS = 5
+
+
+class PropagateManyParams(BaseModel):
+    """`propagate` on a site's propagations (beyond EFT, which has no multiselect): many artifacts to one
+    or several targets in one call, each item with its own result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifacts: list[ArtifactRef] = Field(min_length=1, max_length=MAX_BATCH_ARTIFACTS)
+    targets: list[Target] = Field(min_length=1, max_length=MAX_BATCH_TARGETS)
     dryRun: bool = False
     saveTarget: bool = False

@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flowgate.identity.ports import Principal
 from flowgate.observability import logger
 from flowgate.propagation import jsonrpc
-from flowgate.propagation.artifacts import Artifacts, Audit, check_id
+from flowgate.propagation.artifacts import Artifacts, Audit, Kind
 from flowgate.propagation.client import TargetClient
 from flowgate.propagation.jsonrpc import Call, RpcError
-from flowgate.propagation.models import PropagateParams
+from flowgate.propagation.models import UUID_TEXT, PropagateManyParams, PropagateParams, Target
 from flowgate.propagation.store import PropagationStore
 
 RECORDS = "PROPAGATIONS"
+P = TypeVar("P", bound=BaseModel)
 
 
-def params_of(call: Call) -> PropagateParams:
+def params_of(call: Call, model: type[P]) -> P:
     try:
-        return PropagateParams.model_validate(call.params)
+        return model.model_validate(call.params)
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "params" for e in exc.errors()})
         problems = [
@@ -40,6 +42,40 @@ def params_of(call: Call) -> PropagateParams:
         raise RpcError(
             jsonrpc.INVALID_PARAMS, "Invalid params: " + "; ".join(problems), {"fields": fields}, call.id
         ) from None
+
+
+@dataclass
+class Session:
+    """A target logged in to and its site found, or why not (every item sent there then fails with it)."""
+
+    target: Target
+    client: TargetClient | None = None
+    site_id: str | None = None
+    error: RpcError | None = None
+
+
+def _compare_and_put(
+    session: Session, kind: Kind, artifact_id: str, attributes: dict[str, Any], dry_run: bool
+) -> dict[str, Any]:
+    if session.error is not None:
+        raise session.error
+    client, site_id = session.client, session.site_id
+    assert client is not None
+    assert site_id is not None
+    path = client.artifact_path(site_id, kind.path, artifact_id)
+    there = client.get(path)
+    sent = kind.comparable(attributes)
+    if there is not None:
+        current = kind.comparable(dict(there.get("attributes") or {}))
+        differs = sorted(k for k in set(sent) | set(current) if sent.get(k) != current.get(k))
+        if not differs:
+            return {"status": "unchanged", "fields": []}
+    else:
+        differs = sorted(sent)
+    if dry_run:
+        return {"status": "would_replace" if there is not None else "would_create", "fields": differs}
+    created = client.put(path, {"data": {"type": kind.type, "id": artifact_id, "attributes": attributes}})
+    return {"status": "created" if created else "replaced", "fields": differs}
 
 
 class Propagator:
@@ -58,39 +94,31 @@ class Propagator:
     def propagate(
         self, principal: Principal, site: str, path: str, artifact_id: str, call: Call
     ) -> dict[str, Any]:
-        """The JSON-RPC answer of a successful call; RpcError (with the call's id) otherwise."""
+        """Seed 004's call on one artifact: the JSON-RPC answer, or RpcError (with the call's id)."""
         kind = self.artifacts.kind(path)
         self.artifacts.admin.site(principal, site)  # 404/403 before anything else, as for every route
-        try:
-            artifact_id = check_id(artifact_id, kind.label)
-        except Exception:
-            raise RpcError(
-                jsonrpc.INVALID_PARAMS,
-                f"Invalid params: the {kind.label} id must be a UUID",
-                {"fields": ["id"]},
-                call.id,
-            ) from None
-        params = params_of(call)
+        if not UUID_TEXT.match(artifact_id):
+            message = f"Invalid params: the {kind.label} id must be a UUID"
+            raise RpcError(jsonrpc.INVALID_PARAMS, message, {"fields": ["id"]}, call.id)
+        artifact_id = artifact_id.lower()
+        params = params_of(call, PropagateParams)
         found = kind.find(site, artifact_id)
         if found is None:
             raise RpcError(jsonrpc.NOT_FOUND, f"Not found: {kind.label} ({artifact_id})", None, call.id)
-        outcome: dict[str, Any] = {"status": "failed"}
-        try:
-            outcome = self._send(kind, artifact_id, found, params)
-        except RpcError as exc:
-            exc.id = call.id
-            outcome = {"status": "failed", "code": exc.code, "message": exc.message}
-            raise
-        finally:
-            self._record(
-                principal,
-                site,
-                type_=kind.type,
-                artifact_id=artifact_id,
-                name=found.get("name"),
-                params=params,
-                outcome=outcome,
-            )
+        session = self._open(params)
+        outcome = self._send(
+            principal,
+            site,
+            session,
+            kind=kind,
+            artifact_id=artifact_id,
+            attributes=found,
+            dry_run=params.dryRun,
+        )
+        if params.saveTarget:
+            self._save_target(principal, site, params)
+        if outcome["status"] == "failed":
+            raise RpcError(outcome["code"], outcome["message"], outcome.get("data"), call.id)
         if params.dryRun:
             return jsonrpc.success(
                 call.id, {"dryRun": True, "status": outcome["status"], "fields": outcome["fields"]}
@@ -99,76 +127,112 @@ class Propagator:
         # clients test for "success"; this one says the call was a no-op).
         return jsonrpc.success(call.id, "unchanged" if outcome["status"] == "unchanged" else "success")
 
-    def _send(
-        self, kind: Any, artifact_id: str, attributes: dict[str, Any], params: PropagateParams
-    ) -> dict[str, Any]:
-        target = self.client(params.targetEndpoint)
-        target.check()
-        target.login(params.targetAdminUsername, params.targetAdminPassword.get_secret_value())
-        site_id = target.site_id(params.targetSiteName)
-        path = target.artifact_path(site_id, kind.path, artifact_id)
-        there = target.get(path)
-        sent = kind.comparable(attributes)
-        if there is not None:
-            current = kind.comparable(dict(there.get("attributes") or {}))
-            differs = sorted(k for k in set(sent) | set(current) if sent.get(k) != current.get(k))
-            if not differs:
-                return {"status": "unchanged", "site": site_id, "fields": []}
-        else:
-            differs = sorted(sent)
-        if params.dryRun:
-            return {
-                "status": "would_replace" if there is not None else "would_create",
-                "site": site_id,
-                "fields": differs,
-            }
-        created = target.put(path, {"data": {"type": kind.type, "id": artifact_id, "attributes": attributes}})
-        return {"status": "created" if created else "replaced", "site": site_id, "fields": differs}
+    def propagate_many(self, principal: Principal, site: str, call: Call) -> dict[str, Any]:
+        """Many artifacts to one or several targets: a result per (target, artifact). All done: the
+        results; any failed: error -32009 with every item's result in `data.results`."""
+        self.artifacts.admin.site(principal, site)
+        params = params_of(call, PropagateManyParams)
+        kinds = {k.type: k for k in self.artifacts.kinds.values()}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for ref in params.artifacts:
+            artifact_id = ref.id.lower()
+            attributes = kinds[ref.type].find(site, artifact_id)
+            if attributes is None:
+                label = kinds[ref.type].label
+                raise RpcError(jsonrpc.NOT_FOUND, f"Not found: {label} ({artifact_id})", None, call.id)
+            found[(ref.type, artifact_id)] = attributes
+        results = []
+        for target in params.targets:
+            session = self._open(target)
+            for (type_, artifact_id), attributes in found.items():
+                outcome = self._send(
+                    principal,
+                    site,
+                    session,
+                    kind=kinds[type_],
+                    artifact_id=artifact_id,
+                    attributes=attributes,
+                    dry_run=params.dryRun,
+                )
+                results.append(
+                    {
+                        "type": type_,
+                        "id": artifact_id,
+                        "targetEndpoint": target.targetEndpoint,
+                        "targetSiteName": target.targetSiteName,
+                        **outcome,
+                    }
+                )
+            if params.saveTarget:
+                self._save_target(principal, site, target)
+        failed = sum(1 for r in results if r["status"] == "failed")
+        if failed:
+            message = f"Partial failure: {failed} of {len(results)} items failed"
+            raise RpcError(jsonrpc.PARTIAL_FAILURE, message, {"results": results}, call.id)
+        return jsonrpc.success(call.id, {"dryRun": params.dryRun, "results": results})
 
-    def _record(
+    def _open(self, target: Target) -> Session:
+        """Log in to the target and find its site once per call (not once per artifact)."""
+        session = Session(target)
+        try:
+            client = self.client(target.targetEndpoint)
+            client.check()
+            client.login(target.targetAdminUsername, target.targetAdminPassword.get_secret_value())
+            session.site_id = client.site_id(target.targetSiteName)
+            session.client = client
+        except RpcError as exc:
+            session.error = exc
+        return session
+
+    def _send(
         self,
         principal: Principal,
         site: str,
+        session: Session,
         *,
-        type_: str,
+        kind: Kind,
         artifact_id: str,
-        name: Any,
-        params: PropagateParams,
-        outcome: dict[str, Any],
-    ) -> None:
+        attributes: dict[str, Any],
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """Compare with the target's copy and PUT it there (unless unchanged or a dry run), recorded."""
+        try:
+            outcome = _compare_and_put(session, kind, artifact_id, attributes, dry_run)
+        except RpcError as exc:
+            outcome = {"status": "failed", "code": exc.code, "message": exc.message}
+            if exc.data is not None:
+                outcome["data"] = exc.data
         fields = {
             "user": principal.username,
             "user_id": principal.user_id,
-            "type": type_,
+            "type": kind.type,
             "artifact": artifact_id,
-            "name": name,
-            "target_endpoint": params.targetEndpoint,
-            "target_site": params.targetSiteName,
-            "target_user": params.targetAdminUsername,  # never the password
-            "dry_run": params.dryRun,
+            "name": attributes.get("name"),
+            "target_endpoint": session.target.targetEndpoint,
+            "target_site": session.target.targetSiteName,
+            "target_user": session.target.targetAdminUsername,  # never the password
+            "dry_run": dry_run,
             **{k: v for k, v in outcome.items() if k in ("status", "code", "message", "fields")},
         }
         # LogRecord owns "name" and "message": the artifact's name is logged as "artifact_name".
         logged = {k: v for k, v in fields.items() if k not in ("name", "message")}
         logger.info("propagation", extra={**logged, "artifact_name": fields["name"]})
         self.audit.write(site, RECORDS, **fields)
-        if params.saveTarget:
-            target_id = str(
-                uuid.uuid5(
-                    uuid.NAMESPACE_URL,
-                    f"{params.targetEndpoint}#{params.targetSiteName}#{params.targetAdminUsername}",
-                )
-            )
-            self.store.save_target(
-                site,
-                principal.user_id,
-                target_id,
-                {
-                    "targetEndpoint": params.targetEndpoint,
-                    "targetSiteName": params.targetSiteName,
-                    "targetAdminUsername": params.targetAdminUsername,
-                },
-            )
+        return outcome
+
+    def _save_target(self, principal: Principal, site: str, target: Target) -> None:
+        """Seed 004's "save target parameters for future use": all but the password."""
+        key = f"{target.targetEndpoint}#{target.targetSiteName}#{target.targetAdminUsername}"
+        self.store.save_target(
+            site,
+            principal.user_id,
+            str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+            {
+                "targetEndpoint": target.targetEndpoint,
+                "targetSiteName": target.targetSiteName,
+                "targetAdminUsername": target.targetAdminUsername,
+            },
+        )
 
     def records(
         self, principal: Principal, site: str, limit: int, cursor: str | None
