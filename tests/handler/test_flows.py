@@ -384,3 +384,23 @@ def test_settings_at_their_limits_are_accepted(flows_api: Api, tenants):
         assert {k: answer.body[k] for k in settings} == settings
         read = flows_api.call("GET", f"{path}/{name}", token=a.admin_token).body
         assert {k: read[k] for k in settings} == settings
+
+
+def test_a_log_directory_names_only_variables_the_workspace_defines(flows_api: Api, tenants):
+    from flowgate.variables.models import PutVariableRequest
+    from flowgate.wiring import container
+
+    a, b = tenants
+    path = f"{A}/workspaces/{a.workspace_id}/flows/logs"
+    body = {"script": SCRIPT, "log_directory": "/logs/%SITE.DIR%/%EXECUTION.ID%"}
+    refused = flows_api.call("PUT", path, body, token=a.admin_token)
+    assert (refused.status, refused.error_code) == (400, "unknown_variable")
+    assert "log_directory" in refused.body["error"]["message"]
+    assert "SITE_DIR" in refused.body["error"]["message"]
+    assert flows_api.call("GET", path, token=a.admin_token).status == 404
+    # defined in another workspace is not defined here
+    container().variables.put(b.workspace_id, "SITE_DIR", PutVariableRequest(value="/b"), b.admin_id)
+    assert flows_api.call("PUT", path, body, token=a.admin_token).status == 400
+    container().variables.put(a.workspace_id, "SITE_DIR", PutVariableRequest(value="/a"), a.admin_id)
+    saved = flows_api.call("PUT", path, body, token=a.admin_token)
+    assert (saved.status, saved.body["log_directory"]) == (201, "/logs/%SITE_DIR%/%EXECUTION_ID%")
