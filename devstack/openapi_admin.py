@@ -12,7 +12,7 @@ from typing import Any
 from flowgate.propagation import jsonrpc
 from flowgate.propagation.models import JSON_API
 
-KINDS = ["custom-commands", "awe-tasks", "connection-profiles"]
+KINDS = ["custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-folders"]
 ADMIN_PREFIXES = ("/admin/", "/Admin/")
 ERROR = {"$ref": "#/components/schemas/Error"}
 RESOURCE = {
@@ -51,9 +51,13 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["type"],
                 "properties": {
-                    "type": {"type": "string", "enum": ["customCommand", "aweTask", "connectionProfile"]},
+                    "type": {
+                        "type": "string",
+                        "enum": ["customCommand", "aweTask", "connectionProfile", "userGroup", "aweFolder"],
+                    },
                     "id": {"type": "string", "format": "uuid"},
                     "attributes": {"type": "object"},
+                    "relationships": {"type": "object"},
                 },
             }
         },

@@ -194,7 +194,7 @@ def list_targets(site: str, limit: Limit = 50, cursor: Cursor = None) -> Respons
     )
 
 
-KINDS = ("custom-commands", "awe-tasks", "connection-profiles")
+KINDS = ("custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-folders")
 
 
 def _kind(kind: str) -> str:

@@ -459,12 +459,21 @@ class Container:
     def artifacts(self) -> Artifacts:
         from flowgate.connectors.models import PutConnectorRequest
         from flowgate.flows.models import PutFlowRequest
-        from flowgate.propagation.artifacts import Artifacts, AweTasks, ConnectionProfiles, CustomCommands
+        from flowgate.propagation.artifacts import (
+            Artifacts,
+            AweFolders,
+            AweTasks,
+            ConnectionProfiles,
+            CustomCommands,
+            UserGroups,
+        )
 
         kinds = [
             CustomCommands(self.propagation_store, self.variables),
-            AweTasks(self.flows, PutFlowRequest),
+            AweTasks(self.flows, PutFlowRequest, self.propagation_store),
             ConnectionProfiles(self.connectors, PutConnectorRequest),
+            UserGroups(self.propagation_store, self.identity),
+            AweFolders(self.propagation_store),
         ]
         return Artifacts(self.site_admin, {k.path: k for k in kinds}, self.admin_audit)
 

@@ -542,7 +542,7 @@ def test_many_artifacts_to_several_targets_with_a_result_per_item(
     ]
     artifacts = [{"type": "customCommand", "id": i} for i in ids]
     good, bad = _params("b", "ws-b"), {**_params("b", "ws-b"), "targetSiteName": "nowhere"}
-    body = {
+    body: dict[str, Any] = {
         "jsonrpc": "2.0",
         "method": "propagate",
         "id": 7,
@@ -583,3 +583,121 @@ def test_many_artifacts_to_several_targets_with_a_result_per_item(
         "POST", f"/admin/v2/sites/{a.workspace_id}/propagations", headers=ha, raw=json.dumps(bad_params)
     )
     assert answer.body["error"]["code"] == -32602
+
+
+def test_user_groups_and_folders_stay_the_targets_on_every_propagation(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    """Seed 004's exceptions: a new copy has no user groups and sits in the root folder; a replaced copy
+    keeps the target's user groups and folder, whatever the source's are."""
+    a, b = tenants
+    ha, hb = _auth(a.admin_token), _auth(b.admin_token)
+    sa, sb = f"/admin/v2/sites/{a.workspace_id}", f"/admin/v2/sites/{b.workspace_id}"
+
+    def made(headers: dict[str, str], site: str, path: str, document: dict[str, Any]) -> str:
+        answer = eft.call("POST", f"{site}/{path}", headers=headers, raw=json.dumps(document))
+        assert answer.status == 201, answer.body
+        return str(answer.body["data"]["id"])
+
+    group_a = made(
+        ha,
+        sa,
+        "user-groups",
+        {"data": {"type": "userGroup", "attributes": {"name": "ops", "members": [a.admin_id]}}},
+    )
+    folder_a = made(ha, sa, "awe-folders", {"data": {"type": "aweFolder", "attributes": {"name": "jobs"}}})
+    groups = {
+        "executionPermissions": {"data": {"users": [], "userGroups": [{"type": "userGroup", "id": group_a}]}}
+    }
+    command = {**_command("backup")["data"], "relationships": groups}
+    command_id = made(ha, sa, "custom-commands", {"data": command})
+    code = base64.b64encode(SCRIPT.encode()).decode()
+    task = {
+        "type": "aweTask",
+        "attributes": {"name": "nightly", "code": code},
+        "relationships": {"aweFolder": {"data": {"type": "aweFolder", "id": folder_a}}},
+    }
+    task_id = made(ha, sa, "awe-tasks", {"data": task})
+    assert (
+        eft.call("GET", f"{sa}/awe-tasks/{task_id}", headers=ha).body["data"]["relationships"]["aweFolder"][
+            "data"
+        ]["id"]
+        == folder_a
+    )
+    for path, artifact_id in (("custom-commands", command_id), ("awe-tasks", task_id)):
+        answer = eft.call("POST", f"{sa}/{path}/{artifact_id}", headers=ha, raw=_rpc(**_params("b", "ws-b")))
+        assert answer.body.get("result") == "success", answer.body
+    first_command = eft.call("GET", f"{sb}/custom-commands/{command_id}", headers=hb).body["data"]
+    assert first_command["relationships"]["executionPermissions"]["data"]["userGroups"] == []
+    first_task = eft.call("GET", f"{sb}/awe-tasks/{task_id}", headers=hb).body["data"]
+    assert first_task["relationships"]["aweFolder"]["data"]["id"] == "00000000-0000-0000-0000-000000000000"
+    # The target files its copies its own way; the source changes the artifacts; propagate again.
+    group_b = made(
+        hb, sb, "user-groups", {"data": {"type": "userGroup", "attributes": {"name": "night-shift"}}}
+    )
+    folder_b = made(hb, sb, "awe-folders", {"data": {"type": "aweFolder", "attributes": {"name": "prod"}}})
+    patch = {
+        "data": {
+            "type": "customCommand",
+            "attributes": {},
+            "relationships": {
+                "executionPermissions": {
+                    "data": {"users": [], "userGroups": [{"type": "userGroup", "id": group_b}]}
+                }
+            },
+        }
+    }
+    assert (
+        eft.call("PATCH", f"{sb}/custom-commands/{command_id}", headers=hb, raw=json.dumps(patch)).status
+        == 200
+    )
+    patch = {
+        "data": {
+            "type": "aweTask",
+            "attributes": {},
+            "relationships": {"aweFolder": {"data": {"type": "aweFolder", "id": folder_b}}},
+        }
+    }
+    assert eft.call("PATCH", f"{sb}/awe-tasks/{task_id}", headers=hb, raw=json.dumps(patch)).status == 200
+    change = {"data": {"type": "customCommand", "attributes": {"executable": "/bin/v2"}}}
+    assert (
+        eft.call("PATCH", f"{sa}/custom-commands/{command_id}", headers=ha, raw=json.dumps(change)).status
+        == 200
+    )
+    change = {"data": {"type": "aweTask", "attributes": {"description": "v2"}}}
+    assert eft.call("PATCH", f"{sa}/awe-tasks/{task_id}", headers=ha, raw=json.dumps(change)).status == 200
+    for path, artifact_id in (("custom-commands", command_id), ("awe-tasks", task_id)):
+        answer = eft.call("POST", f"{sa}/{path}/{artifact_id}", headers=ha, raw=_rpc(**_params("b", "ws-b")))
+        assert answer.body.get("result") == "success", answer.body
+    second_command = eft.call("GET", f"{sb}/custom-commands/{command_id}", headers=hb).body["data"]
+    assert second_command["attributes"]["executable"] == "/bin/v2"
+    assert second_command["relationships"]["executionPermissions"]["data"]["userGroups"] == [
+        {"type": "userGroup", "id": group_b}
+    ]
+    second_task = eft.call("GET", f"{sb}/awe-tasks/{task_id}", headers=hb).body["data"]
+    assert (
+        second_task["attributes"]["description"],
+        second_task["relationships"]["aweFolder"]["data"]["id"],
+    ) == ("v2", folder_b)
+    # Apart from these, the copy is identical to the source.
+    source = eft.call("GET", f"{sa}/custom-commands/{command_id}", headers=ha).body["data"]["attributes"]
+    assert second_command["attributes"] == source
+    # User groups and folders themselves are not propagated; bad references are 400.
+    answer = eft.call("POST", f"{sa}/user-groups/{group_a}", headers=ha, raw=_rpc(**_params("b", "ws-b")))
+    assert answer.body["error"]["code"] == -32600
+    bad = {"data": {"type": "userGroup", "attributes": {"name": "x", "members": [b.admin_id]}}}
+    assert (
+        eft.call("POST", f"{sa}/user-groups", headers=ha, raw=json.dumps(bad)).error_code == "unknown_member"
+    )
+    bad = {
+        "data": {
+            **_command("y")["data"],
+            "relationships": {
+                "executionPermissions": {"data": {"userGroups": [{"type": "userGroup", "id": CMD_ID}]}}
+            },
+        }
+    }
+    assert (
+        eft.call("POST", f"{sa}/custom-commands", headers=ha, raw=json.dumps(bad)).error_code
+        == "unknown_user_group"
+    )

@@ -10,7 +10,6 @@ run-time variables) and is audited.
 from __future__ import annotations
 
 import builtins
-import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,12 +26,14 @@ from flowgate.identity.ports import Principal, Workspace
 from flowgate.propagation.models import (
     ROOT_FOLDER,
     UUID_TEXT,
+    AweFolderAttributes,
     AweTaskAttributes,
     ConnectionProfileAttributes,
     CustomCommandAttributes,
     ResourceDocument,
+    UserGroupAttributes,
 )
-from flowgate.propagation.ports import Connectors, Flows, Sites, Variables
+from flowgate.propagation.ports import Connectors, Flows, Members, Sites, Variables
 from flowgate.propagation.store import PropagationStore
 
 Attributes = dict[str, Any]
@@ -74,9 +75,19 @@ class Kind(ABC):
         self, wsid: str, limit: int, cursor: str | None
     ) -> tuple[list[tuple[str, Attributes]], str | None]: ...
 
+    propagates: ClassVar[bool] = True  # seed 004's three kinds; user groups and folders stay where they are
+
     @abstractmethod
-    def save(self, wsid: str, artifact_id: str, attributes: Any, actor_id: str) -> tuple[Attributes, bool]:
-        """Create the artifact with this id, or replace it (a full representation); True when created."""
+    def save(
+        self,
+        wsid: str,
+        artifact_id: str,
+        attributes: Any,
+        actor: Principal,
+        relationships: dict[str, Any] | None = None,
+    ) -> tuple[Attributes, bool]:
+        """Create the artifact with this id, or replace it (a full representation of its attributes;
+        relationships change only when the write names them, so a propagation keeps the target's)."""
 
     @abstractmethod
     def delete(self, wsid: str, artifact_id: str) -> None: ...
@@ -90,70 +101,188 @@ class Kind(ABC):
         return attributes
 
 
-class CustomCommands(Kind):
-    type, path, label, model = "customCommand", "custom-commands", "custom-command", CustomCommandAttributes
+class NamedKind(Kind):
+    """A kind kept in this context by id (custom commands, user groups, AWE folders)."""
 
-    def __init__(self, store: PropagationStore, variables: Variables | None) -> None:
+    prefix: ClassVar[str]
+
+    def __init__(self, store: PropagationStore) -> None:
         self.store = store
-        self.variables = variables
+
+    def values(self, item: dict[str, Any]) -> Attributes:
+        return {k: item[k] for k in self.model.model_fields if k in item}
 
     def find(self, wsid: str, artifact_id: str) -> Attributes | None:
-        item = self.store.get_command(wsid, artifact_id)
-        return _command(item) if item else None
+        item = self.store.get_named(wsid, self.prefix, artifact_id)
+        return self.values(item) if item else None
 
     def page(
         self, wsid: str, limit: int, cursor: str | None
     ) -> tuple[list[tuple[str, Attributes]], str | None]:
-        page = self.store.list_commands(wsid, limit, cursor)
-        return [(i["id"], _command(i)) for i in page.items], page.next
+        page = self.store.list_named(wsid, self.prefix, limit, cursor)
+        return [(i["id"], self.values(i)) for i in page.items], page.next
 
-    def save(self, wsid: str, artifact_id: str, attributes: Any, actor_id: str) -> tuple[Attributes, bool]:
-        assert isinstance(attributes, CustomCommandAttributes)
-        if self.variables is not None:
-            self.variables.check(
-                wsid, {"executable": attributes.executable, "logFileName": attributes.logFileName}
-            )
+    def check(self, wsid: str, attributes: Any, actor: Principal) -> None:
+        """The kind's own checks of a write (run-time variables, references)."""
+
+    def kept(
+        self, wsid: str, current: dict[str, Any] | None, relationships: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """What the item keeps beside its attributes (its relationships)."""
+        return {}
+
+    def save(
+        self,
+        wsid: str,
+        artifact_id: str,
+        attributes: Any,
+        actor: Principal,
+        relationships: dict[str, Any] | None = None,
+    ) -> tuple[Attributes, bool]:
+        self.check(wsid, attributes, actor)
         for _ in range(3):
-            current = self.store.get_command(wsid, artifact_id)
+            current = self.store.get_named(wsid, self.prefix, artifact_id)
             values = attributes.model_dump(mode="json")
-            if current is not None and _command(current) == values:
+            extra = self.kept(wsid, current, relationships)
+            if (
+                current is not None
+                and self.values(current) == values
+                and all(current.get(k) == v for k, v in extra.items())
+            ):
                 return values, False
             stamp = iso(now())
             item = {
                 **values,
+                **extra,
                 "id": artifact_id,
                 "workspace_id": wsid,
                 "version": current["version"] + 1 if current else 1,
                 "created_at": current["created_at"] if current else stamp,
                 "updated_at": stamp,
-                "updated_by": actor_id,
-                # Not propagated (seed 004): a replaced command keeps its user-group assignment.
-                "user_groups": current.get("user_groups", []) if current else [],
+                "updated_by": actor.user_id,
             }
             try:
-                self.store.save_command(item, current)
+                self.store.save_named(self.prefix, item, current, label=self.label)
             except StaleVersion:
                 continue
             return values, current is None
-        raise Conflict("the custom command kept changing while it was saved; retry")
+        raise Conflict(f"the {self.label} kept changing while it was saved; retry")
 
     def delete(self, wsid: str, artifact_id: str) -> None:
-        current = self.store.get_command(wsid, artifact_id)
+        current = self.store.get_named(wsid, self.prefix, artifact_id)
         if current is None:
-            raise NotFound(f"Not found: custom-command ({artifact_id})")
+            raise NotFound(f"Not found: {self.label} ({artifact_id})")
         try:
-            self.store.delete_command(current)
+            self.store.delete_named(self.prefix, current, label=self.label)
         except StaleVersion:
-            raise Conflict("the custom command was changed by another request; retry") from None
+            raise Conflict(f"the {self.label} was changed by another request; retry") from None
+
+
+def _related(relationships: dict[str, Any] | None, name: str, type_: str, *, many: bool) -> list[str] | None:
+    """The ids a write's `relationships.<name>` names (None: not given), each of type `type_`."""
+    if relationships is None or name not in relationships:
+        return None
+    data = relationships[name].get("data") if isinstance(relationships[name], dict) else None
+    if many and not isinstance(data, list):
+        raise BadRequest(f"relationships.{name}.data must be a list", code="validation_error")
+    refs: list[Any] = data if isinstance(data, list) else [data]
+    ids = []
+    for ref in refs:
+        if ref is None and not many:
+            return []
+        if not isinstance(ref, dict) or ref.get("type") != type_ or not isinstance(ref.get("id"), str):
+            raise BadRequest(
+                f'relationships.{name}.data holds {{"type": "{type_}", "id": ...}}', code="validation_error"
+            )
+        ids.append(check_id(ref["id"], type_))
+    return ids
+
+
+class UserGroups(NamedKind):
+    """Named sets of the contract's members, which custom commands' execution permissions name."""
+
+    type, path, label, model, prefix = (
+        "userGroup",
+        "user-groups",
+        "user-group",
+        UserGroupAttributes,
+        "USERGROUP",
+    )
+    propagates = False
+
+    def __init__(self, store: PropagationStore, members: Members) -> None:
+        super().__init__(store)
+        self.members = members
+
+    def check(self, wsid: str, attributes: Any, actor: Principal) -> None:
+        """Members are members of the site's contract (the actor administers it): by id."""
+        for uid in attributes.members:
+            member = self.members.find_member(uid)
+            if member is None or member.contract_id != actor.contract_id:
+                raise BadRequest(f"no member {uid} in this site's contract", code="unknown_member")
+
+
+class AweFolders(NamedKind):
+    type, path, label, model, prefix = (
+        "aweFolder",
+        "awe-folders",
+        "awe-folder",
+        AweFolderAttributes,
+        "AWEFOLDER",
+    )
+    propagates = False
+
+
+class CustomCommands(NamedKind):
+    type, path, label, model, prefix = (
+        "customCommand",
+        "custom-commands",
+        "custom-command",
+        CustomCommandAttributes,
+        "COMMAND",
+    )
+
+    def __init__(self, store: PropagationStore, variables: Variables | None) -> None:
+        super().__init__(store)
+        self.variables = variables
+
+    def check(self, wsid: str, attributes: Any, actor: Principal) -> None:
+        assert isinstance(attributes, CustomCommandAttributes)
+        if self.variables is not None:
+            self.variables.check(
+                wsid, {"executable": attributes.executable, "logFileName": attributes.logFileName}
+            )
+
+    def kept(
+        self, wsid: str, current: dict[str, Any] | None, relationships: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        # Not propagated (seed 004): a write without executionPermissions (a propagation's) keeps them.
+        data = (relationships or {}).get("executionPermissions")
+        groups = None
+        if data is not None:
+            inner = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(inner, dict):
+                raise BadRequest(
+                    "relationships.executionPermissions.data holds users and userGroups",
+                    code="validation_error",
+                )
+            groups = _related(
+                {"userGroups": {"data": inner.get("userGroups", [])}}, "userGroups", "userGroup", many=True
+            )
+            if inner.get("users"):
+                raise BadRequest("execution permissions name user groups, not users", code="validation_error")
+        if groups is None:
+            return {"user_groups": current.get("user_groups", []) if current else []}
+        found = {i["id"] for i in self.store.get_many(wsid, "USERGROUP", groups)}
+        missing = [g for g in groups if g not in found]
+        if missing:
+            raise BadRequest(f"no user group {missing[0]} in this site", code="unknown_user_group")
+        return {"user_groups": list(dict.fromkeys(groups))}
 
     def relationships(self, wsid: str, artifact_id: str) -> dict[str, Any]:
-        item = self.store.get_command(wsid, artifact_id) or {}
+        item = self.store.get_named(wsid, self.prefix, artifact_id) or {}
         groups = [{"type": "userGroup", "id": g} for g in item.get("user_groups", [])]
         return {"executionPermissions": {"data": {"users": [], "userGroups": groups}}}
-
-
-def _command(item: dict[str, Any]) -> Attributes:
-    return {k: item[k] for k in CustomCommandAttributes.model_fields if k in item}
 
 
 class AweTasks(Kind):
@@ -161,9 +290,10 @@ class AweTasks(Kind):
 
     type, path, label, model = "aweTask", "awe-tasks", "awe-task", AweTaskAttributes
 
-    def __init__(self, flows: Flows, request_model: Callable[..., Any]) -> None:
+    def __init__(self, flows: Flows, request_model: Callable[..., Any], store: PropagationStore) -> None:
         self.flows = flows
         self.request_model = request_model  # flows.models.PutFlowRequest, plugged in by the container
+        self.store = store  # a flow's folder
 
     def find(self, wsid: str, artifact_id: str) -> Attributes | None:
         flow = self.flows.flow_by_id(wsid, artifact_id)
@@ -175,7 +305,14 @@ class AweTasks(Kind):
         flows, nxt = self.flows.flows_page(wsid, limit, cursor)
         return [(f.id, _awe_task(f)) for f in flows], nxt
 
-    def save(self, wsid: str, artifact_id: str, attributes: Any, actor_id: str) -> tuple[Attributes, bool]:
+    def save(
+        self,
+        wsid: str,
+        artifact_id: str,
+        attributes: Any,
+        actor: Principal,
+        relationships: dict[str, Any] | None = None,
+    ) -> tuple[Attributes, bool]:
         assert isinstance(attributes, AweTaskAttributes)
         try:
             request = self.request_model(
@@ -189,14 +326,25 @@ class AweTasks(Kind):
             )
         except ValidationError as exc:
             raise attributes_error(exc) from None
-        flow, created = self.flows.put_flow_by_id(wsid, artifact_id, attributes.name, request, actor_id)
+        folder = _related(relationships, "aweFolder", "aweFolder", many=False)
+        if folder and folder[0] != ROOT_FOLDER and self.store.get_named(wsid, "AWEFOLDER", folder[0]) is None:
+            raise BadRequest(f"no AWE folder {folder[0]} in this site", code="unknown_folder")
+        flow, created = self.flows.put_flow_by_id(wsid, artifact_id, attributes.name, request, actor.user_id)
+        if folder is not None:  # not given (a propagation's write): the flow stays in its folder
+            self.store.set_folder(
+                wsid, artifact_id, folder[0] if folder and folder[0] != ROOT_FOLDER else None
+            )
         return _awe_task(flow), created
+
+    def relationships(self, wsid: str, artifact_id: str) -> dict[str, Any]:
+        folder = self.store.folder_of(wsid, artifact_id)
+        if folder is not None and self.store.get_named(wsid, "AWEFOLDER", folder) is None:
+            folder = None  # its folder was deleted: the flow is in the root
+        return {"aweFolder": {"data": {"type": "aweFolder", "id": folder or ROOT_FOLDER}}}
 
     def delete(self, wsid: str, artifact_id: str) -> None:
         self.flows.delete_flow_by_id(wsid, artifact_id)
-
-    def relationships(self, wsid: str, artifact_id: str) -> dict[str, Any]:
-        return {"aweFolder": {"data": {"type": "aweFolder", "id": ROOT_FOLDER}}}
+        self.store.set_folder(wsid, artifact_id, None)
 
     def comparable(self, attributes: Attributes) -> Attributes:
         return {k: v for k, v in attributes.items() if k != "created"}
@@ -245,7 +393,14 @@ class ConnectionProfiles(Kind):
         items, nxt = self.connectors.list_connectors(wsid, limit, cursor)
         return [(c.id, _profile(c)) for c in items], nxt
 
-    def save(self, wsid: str, artifact_id: str, attributes: Any, actor_id: str) -> tuple[Attributes, bool]:
+    def save(
+        self,
+        wsid: str,
+        artifact_id: str,
+        attributes: Any,
+        actor: Principal,
+        relationships: dict[str, Any] | None = None,
+    ) -> tuple[Attributes, bool]:
         assert isinstance(attributes, ConnectionProfileAttributes)
         text = attributes.value
         if text is None:
@@ -265,7 +420,7 @@ class ConnectionProfiles(Kind):
         except ValidationError as exc:
             raise attributes_error(exc) from None
         connector, created = self.connectors.put_connector_by_id(
-            wsid, artifact_id, attributes.name, request, actor_id
+            wsid, artifact_id, attributes.name, request, actor.user_id
         )
         return _profile(connector), created
 
@@ -428,7 +583,13 @@ class Artifacts:
                 f"a {kind.label} with id {artifact_id} already exists; PUT replaces it", code="id_taken"
             )
         return self._save(
-            principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="create"
+            principal,
+            kind,
+            site,
+            artifact_id=artifact_id,
+            attributes=attributes,
+            action="create",
+            relationships=document.data.relationships,
         )
 
     def put(
@@ -448,6 +609,7 @@ class Artifacts:
             artifact_id=artifact_id,
             attributes=attributes,
             action="replace" if existed else "create",
+            relationships=document.data.relationships,
         )
         return shown, not existed
 
@@ -477,7 +639,13 @@ class Artifacts:
             merged.pop("value", None)  # new settings replace the text they came from
         attributes = self.attributes(kind, merged)
         return self._save(
-            principal, kind, site, artifact_id=artifact_id, attributes=attributes, action="update"
+            principal,
+            kind,
+            site,
+            artifact_id=artifact_id,
+            attributes=attributes,
+            action="update",
+            relationships=document.data.relationships,
         )
 
     def delete(self, principal: Principal, site: str, path: str, artifact_id: str) -> None:
@@ -507,9 +675,10 @@ class Artifacts:
         artifact_id: str,
         attributes: BaseModel,
         action: str,
+        relationships: dict[str, Any] | None,
     ) -> Shown:
         try:
-            saved, created = kind.save(site, artifact_id, attributes, principal.user_id)
+            saved, created = kind.save(site, artifact_id, attributes, principal, relationships)
         except (BadRequest, Conflict, NotFound) as exc:
             self.audit.write(
                 site,
@@ -535,7 +704,3 @@ class Artifacts:
             outcome="created" if created else "replaced",
         )
         return self.shown(kind, site, artifact_id, saved)
-
-
-def settings_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))

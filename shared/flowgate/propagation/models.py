@@ -107,6 +107,28 @@ class ConnectionProfileAttributes(BaseModel):
     secrets: list[ArtifactName] = Field(default_factory=list, max_length=32)
 
 
+class UserGroupAttributes(BaseModel):
+    """`userGroup`: a named set of the contract's members (by id); custom commands' execution
+    permissions name user groups. Not propagated (seed 004)."""
+
+    model_config = STRICT
+
+    name: ArtifactName
+    description: Text = ""
+    members: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
+class AweFolderAttributes(BaseModel):
+    """`aweFolder`: where AWE tasks are filed. Not propagated: a flow's folder stays the target's."""
+
+    model_config = STRICT
+
+    name: ArtifactName
+    description: Text = ""
+
+
 class Resource(BaseModel):
     """A JSON:API resource object as clients send it."""
 

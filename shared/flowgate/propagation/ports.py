@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from flowgate.identity.ports import Principal, Workspace
+from flowgate.identity.ports import Member, Principal, Workspace
 
 
 class Sites(Protocol):
@@ -44,3 +44,7 @@ class Connectors(Protocol):
     def delete_connector_by_id(self, wsid: str, connector_id: str) -> None: ...
 
     def list_connectors(self, wsid: str, limit: int, cursor: str | None) -> tuple[list[Any], str | None]: ...
+
+
+class Members(Protocol):
+    def find_member(self, uid: str) -> Member | None: ...

@@ -100,6 +100,11 @@ class Propagator:
         if not UUID_TEXT.match(artifact_id):
             message = f"Invalid params: the {kind.label} id must be a UUID"
             raise RpcError(jsonrpc.INVALID_PARAMS, message, {"fields": ["id"]}, call.id)
+        if not kind.propagates:
+            message = (
+                f"Invalid Request: {kind.path} are not propagated (seed 004: commands, AWE tasks, profiles)"
+            )
+            raise RpcError(jsonrpc.INVALID_REQUEST, message, None, call.id)
         artifact_id = artifact_id.lower()
         params = params_of(call, PropagateParams)
         found = kind.find(site, artifact_id)

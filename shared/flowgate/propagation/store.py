@@ -1,6 +1,6 @@
-"""What the propagation context keeps in the table (docs/access-patterns.md, P1-P8): custom commands
-(keyed by id, a name marker per name), the admin API's audit records and the propagation records, and
-saved targets (never a password)."""
+"""What the propagation context keeps in the table (docs/access-patterns.md, P1-P9): custom commands,
+user groups and AWE folders (keyed by id, a name marker per name), a flow's folder, the admin API's
+audit records and the propagation records, and saved targets (never a password)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,40 @@ from typing import Any
 from flowgate.db import Item, Page, Table, Write
 
 
-def command_key(wsid: str, command_id: str) -> dict[str, str]:
-    return {"PK": f"WS#{wsid}", "SK": f"COMMAND#{command_id}"}
+def named_key(wsid: str, prefix: str, item_id: str) -> dict[str, str]:
+    """A site's resource kept here by id: COMMAND (custom commands), USERGROUP, AWEFOLDER."""
+    return {"PK": f"WS#{wsid}", "SK": f"{prefix}#{item_id}"}
 
 
-def command_name_key(wsid: str, name: str) -> dict[str, str]:
-    return {"PK": f"WS#{wsid}", "SK": f"COMMANDNAME#{name}"}
+def name_key(wsid: str, prefix: str, name: str) -> dict[str, str]:
+    return {"PK": f"WS#{wsid}", "SK": f"{prefix}NAME#{name}"}
 
 
-def _name_taken(name: str) -> str:
-    return f"a custom command named '{name}' already exists in this site"
+def folder_of_key(wsid: str, flow_id: str) -> dict[str, str]:
+    return {"PK": f"WS#{wsid}", "SK": f"FLOWFOLDER#{flow_id}"}
 
 
 class PropagationStore:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    # ---- custom commands (P1-P4) ----
-    def get_command(self, wsid: str, command_id: str) -> Item | None:
-        key = command_key(wsid, command_id)
+    # ---- custom commands, user groups, AWE folders (P1-P4): by id, one name marker per name ----
+    def get_named(self, wsid: str, prefix: str, item_id: str) -> Item | None:
+        key = named_key(wsid, prefix, item_id)
         return self.table.get(key["PK"], key["SK"])
 
-    def list_commands(self, wsid: str, limit: int, cursor: str | None) -> Page:
-        return self.table.query(f"WS#{wsid}", sk_prefix="COMMAND#", limit=limit, cursor=cursor)
+    def get_many(self, wsid: str, prefix: str, ids: list[str]) -> list[Item]:
+        return self.table.batch_get([(f"WS#{wsid}", f"{prefix}#{i}") for i in ids]) if ids else []
 
-    def save_command(self, item: Item, current: Item | None) -> None:
-        """Create the command (`current` None) or replace it if still at `current`'s version; a new name
-        takes its marker in the same transaction, so of two writers of one name exactly one wins."""
+    def list_named(self, wsid: str, prefix: str, limit: int, cursor: str | None) -> Page:
+        # `<prefix>NAME#` markers do not match `<prefix>#`.
+        return self.table.query(f"WS#{wsid}", sk_prefix=f"{prefix}#", limit=limit, cursor=cursor)
+
+    def save_named(self, prefix: str, item: Item, current: Item | None, *, label: str) -> None:
+        """Create (`current` None) or replace it if still at `current`'s version; a new name takes its
+        marker in the same transaction, so of two writers of one name exactly one wins."""
         wsid, name = item["workspace_id"], item["name"]
-        key = command_key(wsid, item["id"])
+        key = named_key(wsid, prefix, item["id"])
         writes: list[Write] = []
         if current is None:
             writes.append(
@@ -45,7 +50,7 @@ class PropagationStore:
                     "Put",
                     item={**key, **item},
                     condition="attribute_not_exists(PK)",
-                    conflict=f"the custom command {item['id']} was created by another request meanwhile",
+                    conflict=f"the {label} {item['id']} was created by another request meanwhile",
                 )
             )
         else:
@@ -57,38 +62,51 @@ class PropagationStore:
                     names={"#v": "version"},
                     values={":v": current["version"]},
                     stale_version=True,
-                    conflict="the custom command was changed by another request; retry",
+                    conflict=f"the {label} was changed by another request; retry",
                 )
             )
         if current is None or current["name"] != name:
             writes.append(
                 Write(
                     "Put",
-                    item={**command_name_key(wsid, name), "command_id": item["id"]},
+                    item={**name_key(wsid, prefix, name), "item_id": item["id"]},
                     condition="attribute_not_exists(PK)",
-                    conflict=_name_taken(name),
+                    conflict=f"a {label} named '{name}' already exists in this site",
                 )
             )
         if current is not None and current["name"] != name:
-            writes.append(Write("Delete", key=command_name_key(wsid, current["name"])))
+            writes.append(Write("Delete", key=name_key(wsid, prefix, current["name"])))
         self.table.transact(writes)
 
-    def delete_command(self, current: Item) -> None:
+    def delete_named(self, prefix: str, current: Item, *, label: str) -> None:
         wsid = current["workspace_id"]
         self.table.transact(
             [
                 Write(
                     "Delete",
-                    key=command_key(wsid, current["id"]),
+                    key=named_key(wsid, prefix, current["id"]),
                     condition="#v = :v",
                     names={"#v": "version"},
                     values={":v": current["version"]},
                     stale_version=True,
-                    conflict="the custom command was changed by another request; retry",
+                    conflict=f"the {label} was changed by another request; retry",
                 ),
-                Write("Delete", key=command_name_key(wsid, current["name"])),
+                Write("Delete", key=name_key(wsid, prefix, current["name"])),
             ]
         )
+
+    # ---- a flow's AWE folder (P9): not propagated, so kept beside the flow, not in it ----
+    def folder_of(self, wsid: str, flow_id: str) -> str | None:
+        key = folder_of_key(wsid, flow_id)
+        item = self.table.get(key["PK"], key["SK"])
+        return str(item["folder_id"]) if item else None
+
+    def set_folder(self, wsid: str, flow_id: str, folder_id: str | None) -> None:
+        key = folder_of_key(wsid, flow_id)
+        if folder_id is None:
+            self.table.transact([Write("Delete", key=key)])
+            return
+        self.table.put({**key, "folder_id": folder_id})
 
     # ---- records (P5-P6): the admin API's writes and the propagations, newest first ----
     def record(
