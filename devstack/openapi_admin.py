@@ -62,6 +62,41 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "AclWrite": {
+        "type": "object",
+        "description": "An artifact's admin permissions: `inherited` (the site's administrators, the "
+        "default) or `entries` of members (by id) and what each may do: read, write, delete, propagate",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "required": ["type", "attributes"],
+                "properties": {
+                    "type": {"type": "string", "enum": ["permissions"]},
+                    "attributes": {
+                        "type": "object",
+                        "properties": {
+                            "inherited": {"type": "boolean"},
+                            "entries": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["member", "permissions"],
+                                    "properties": {
+                                        "member": {"type": "string"},
+                                        "permissions": {
+                                            "type": "array",
+                                            "items": {"enum": ["read", "write", "delete", "propagate"]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
     "AdminLogin": {
         "type": "object",
         "required": ["authToken", "permissions"],
@@ -250,9 +285,6 @@ def _successes(method: str, path: str, operation: dict[str, Any]) -> dict[str, A
     item = path.endswith("/{artifact_id}")
     collection = path.endswith("/{kind}")
     responses: dict[str, Any] = {}
-    for parameter in operation.get("parameters", []):
-        if parameter["in"] == "path" and parameter["name"] == "kind":
-            parameter["schema"] = {"type": "string", "enum": KINDS}
     session = _session_answers(method, path, operation)
     if session is not None:
         responses.update(session)
@@ -270,6 +302,13 @@ def _successes(method: str, path: str, operation: dict[str, Any]) -> dict[str, A
         responses["424"] = _error("400", RPC_OR_ERROR) | {
             "description": "The target failed: -32001, -32002, -32003, -32005, -32006, -32007 (`error.data`)"
         }
+    elif path.endswith("/permissions"):
+        if method == "PUT":
+            operation["requestBody"] = {
+                "required": True,
+                "content": _content("AclWrite", body) | _content("AclWrite"),
+            }
+        responses["200"] = _ok("The artifact's admin permissions", "JsonApiDocument")
     elif item and method in ("PUT", "PATCH"):
         operation["requestBody"] = {
             "required": True,
@@ -299,6 +338,9 @@ def _successes(method: str, path: str, operation: dict[str, Any]) -> dict[str, A
 
 def describe(method: str, path: str, operation: dict[str, Any]) -> None:
     """Set the operation's request body, statuses and security (an admin API route)."""
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and parameter["name"] == "kind":
+            parameter["schema"] = {"type": "string", "enum": KINDS}
     responses = _successes(method, path, operation)
     collection = path.endswith("/{kind}")
     if path != "/admin/v1/authentication":

@@ -176,6 +176,24 @@ def propagate_many(site: str) -> Response[Any]:
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(answer))
 
 
+def get_permissions(site: str, kind: str, artifact_id: str) -> Response[Any]:
+    acl = container().artifacts.get_permissions(admin(), site, _kind(kind), artifact_id)
+    return jsonapi(_acl(site, kind, artifact_id, acl))
+
+
+def put_permissions(site: str, kind: str, artifact_id: str) -> Response[Any]:
+    acl = container().artifacts.put_permissions(
+        admin(), site, _kind(kind), artifact_id, app.current_event.body
+    )
+    return jsonapi(_acl(site, kind, artifact_id, acl))
+
+
+def _acl(site: str, kind: str, artifact_id: str, acl: Any) -> dict[str, Any]:
+    link = f"/admin/v2/sites/{site}/{kind}/{artifact_id.lower()}/permissions"
+    resource = {"type": "permissions", "id": artifact_id.lower(), "attributes": acl.model_dump(mode="json")}
+    return {"data": resource, "links": {"self": link}}
+
+
 def list_propagations(site: str, limit: Limit = 50, cursor: Cursor = None) -> Response[Any]:
     items, nxt = container().propagator.records(admin(), site, limit, cursor)
     return Response(
@@ -226,6 +244,8 @@ for prefix in PREFIXES:
     app.patch(item, tags=["admin api"])(patch_artifact)
     app.delete(item, tags=["admin api"])(delete_artifact)
     app.post(item, tags=["admin api"])(call_artifact)
+    app.get(f"{item}/permissions", tags=["admin api"])(get_permissions)
+    app.put(f"{item}/permissions", tags=["admin api"])(put_permissions)
 
 # Vendor scripts post the login without a JSON content type: its body is read as JSON whatever the type.
 handler = entry(app, any_type_resources=frozenset({LOGIN}))

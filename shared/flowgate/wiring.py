@@ -475,7 +475,9 @@ class Container:
             UserGroups(self.propagation_store, self.identity),
             AweFolders(self.propagation_store),
         ]
-        return Artifacts(self.site_admin, {k.path: k for k in kinds}, self.admin_audit)
+        return Artifacts(
+            self.site_admin, {k.path: k for k in kinds}, self.admin_audit, self.propagation_store
+        )
 
     @cached_property
     def propagator(self) -> Propagator:

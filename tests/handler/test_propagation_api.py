@@ -701,3 +701,88 @@ def test_user_groups_and_folders_stay_the_targets_on_every_propagation(
         eft.call("POST", f"{sa}/custom-commands", headers=ha, raw=json.dumps(bad)).error_code
         == "unknown_user_group"
     )
+
+
+def test_an_artifacts_permissions_limit_who_may_act_and_stay_the_targets(
+    eft: Api, api: Api, root_token: str, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    """ACLs: inherited by default (every administrator of the site); explicit entries limit the other
+    administrators (the owner keeps full access); not propagated (a replaced copy keeps the target's)."""
+    a, b = tenants
+    second = api.call(
+        "POST",
+        f"/api/latest/contracts/{a.contract_id}/members",
+        {"username": "admin2-a", "password": "admin2-a-password", "role": "org_admin"},
+        token=root_token,
+    )
+    assert second.status == 201, second.body
+    other = _auth(api.login("admin2-a", "admin2-a-password"))
+    ha = _auth(a.admin_token)
+    src = f"/admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    assert eft.call("PUT", src, headers=ha, raw=json.dumps(_command("backup"))).status == 201
+    assert eft.call("GET", f"{src}/permissions", headers=ha).body["data"]["attributes"] == {
+        "inherited": True,
+        "entries": [],
+    }
+    assert eft.call("GET", src, headers=other).status == 200
+    acl = {
+        "data": {
+            "type": "permissions",
+            "attributes": {
+                "inherited": False,
+                "entries": [{"member": a.admin_id, "permissions": ["read", "write", "propagate"]}],
+            },
+        }
+    }
+    assert eft.call("PUT", f"{src}/permissions", headers=ha, raw=json.dumps(acl)).status == 200
+    assert eft.call("GET", src, headers=other).error_code == "acl_denied"
+    assert eft.call("PUT", src, headers=other, raw=json.dumps(_command("mine"))).status == 403
+    assert eft.call("DELETE", src, headers=ha).status == 403  # not given delete
+    assert eft.call("POST", src, headers=other, raw=_rpc(**_params("b", "ws-b"))).status == 403
+    listed = eft.call("GET", f"/admin/v2/sites/{a.workspace_id}/custom-commands", headers=other).body["data"]
+    assert listed == []
+    # Propagated: the copy's permissions are the target's defaults (inherited), not the source's.
+    assert eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b"))).body.get("result") == "success"
+    dst = f"/admin/v2/sites/{b.workspace_id}/custom-commands/{CMD_ID}"
+    hb = _auth(b.admin_token)
+    assert eft.call("GET", f"{dst}/permissions", headers=hb).body["data"]["attributes"]["inherited"] is True
+    bad = {
+        "data": {
+            "type": "permissions",
+            "attributes": {"inherited": False, "entries": [{"member": b.admin_id, "permissions": ["fly"]}]},
+        }
+    }
+    assert eft.call("PUT", f"{dst}/permissions", headers=hb, raw=json.dumps(bad)).status == 400
+    mine = {
+        "data": {
+            "type": "permissions",
+            "attributes": {
+                "inherited": False,
+                "entries": [{"member": b.admin_id, "permissions": ["read", "write"]}],
+            },
+        }
+    }
+    assert eft.call("PUT", f"{dst}/permissions", headers=hb, raw=json.dumps(mine)).status == 200
+    assert (
+        eft.call(
+            "PATCH",
+            src,
+            headers=ha,
+            raw=json.dumps({"data": {"type": "customCommand", "attributes": {"executable": "/bin/z"}}}),
+        ).status
+        == 200
+    )
+    assert eft.call("POST", src, headers=ha, raw=_rpc(**_params("b", "ws-b"))).body.get("result") == "success"
+    kept = eft.call("GET", f"{dst}/permissions", headers=hb).body["data"]["attributes"]
+    assert kept == {"inherited": False, "entries": [{"member": b.admin_id, "permissions": ["read", "write"]}]}
+    # Another contract's member in an entry: 400.
+    foreign = {
+        "data": {
+            "type": "permissions",
+            "attributes": {"inherited": False, "entries": [{"member": a.admin_id, "permissions": ["read"]}]},
+        }
+    }
+    assert (
+        eft.call("PUT", f"{dst}/permissions", headers=hb, raw=json.dumps(foreign)).error_code
+        == "unknown_member"
+    )

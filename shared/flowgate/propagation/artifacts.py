@@ -22,10 +22,12 @@ from pydantic import BaseModel, ValidationError
 from flowgate.clock import iso, now
 from flowgate.db import StaleVersion
 from flowgate.errors import BadRequest, Conflict, Forbidden, NotFound
-from flowgate.identity.ports import Principal, Workspace
+from flowgate.identity.ports import Principal, Role, Workspace
 from flowgate.propagation.models import (
     ROOT_FOLDER,
     UUID_TEXT,
+    AclAttributes,
+    AclDocument,
     AweFolderAttributes,
     AweTaskAttributes,
     ConnectionProfileAttributes,
@@ -518,10 +520,65 @@ class Audit:
 class Artifacts:
     """The artifact API's use cases, for one kind at a time."""
 
-    def __init__(self, admin: SiteAdmin, kinds: dict[str, Kind], audit: Audit) -> None:
+    def __init__(
+        self, admin: SiteAdmin, kinds: dict[str, Kind], audit: Audit, store: PropagationStore
+    ) -> None:
         self.admin = admin
         self.kinds = kinds
         self.audit = audit
+        self.store = store  # the artifacts' admin permissions
+
+    # ---- admin permissions (ACLs) ----
+    def allowed(self, principal: Principal, acl: dict[str, Any] | None, permission: str) -> bool:
+        if acl is None or acl.get("inherited", True) or principal.role == Role.OWNER:
+            return True
+        return any(
+            e.get("member") == principal.user_id and permission in e.get("permissions", [])
+            for e in acl.get("entries", [])
+        )
+
+    def require(self, principal: Principal, kind: Kind, site: str, artifact_id: str, permission: str) -> None:
+        if not self.allowed(principal, self.store.get_acl(site, kind.type, artifact_id), permission):
+            raise Forbidden(
+                f"the {kind.label}'s permissions do not let you {permission} it", code="acl_denied"
+            )
+
+    def get_permissions(self, principal: Principal, site: str, path: str, artifact_id: str) -> AclAttributes:
+        kind = self.kind(path)
+        self.get(principal, site, path, artifact_id)  # exists, and readable
+        acl = self.store.get_acl(site, kind.type, artifact_id.lower())
+        return AclAttributes.model_validate(
+            {k: acl[k] for k in ("inherited", "entries") if k in acl} if acl else {}
+        )
+
+    def put_permissions(
+        self, principal: Principal, site: str, path: str, artifact_id: str, body: str | None
+    ) -> AclAttributes:
+        kind = self.kind(path)
+        self.get(principal, site, path, artifact_id)
+        artifact_id = artifact_id.lower()
+        self.require(principal, kind, site, artifact_id, "write")
+        try:
+            document = AclDocument.model_validate_json(body or "null")
+        except ValidationError as exc:
+            raise attributes_error(exc, "body") from None
+        acl = document.data.attributes
+        for entry in acl.entries:
+            member = self.admin.sites.find_member(entry.member)
+            if member is None or member.contract_id != principal.contract_id:
+                raise BadRequest(f"no member {entry.member} in this site's contract", code="unknown_member")
+        self.store.put_acl(site, kind.type, artifact_id, acl.model_dump(mode="json"))
+        self.audit.write(
+            site,
+            "ADMINAUDIT",
+            user=principal.username,
+            user_id=principal.user_id,
+            action="permissions",
+            type=kind.type,
+            artifact=artifact_id,
+            outcome="replaced",
+        )
+        return acl
 
     def kind(self, path: str) -> Kind:
         return self.kinds[path]
@@ -536,6 +593,7 @@ class Artifacts:
         found = kind.find(site, artifact_id)
         if found is None:
             raise NotFound(f"Not found: {kind.label} ({artifact_id})")
+        self.require(principal, kind, site, artifact_id, "read")
         return self.shown(kind, site, artifact_id, found)
 
     def list(
@@ -544,7 +602,9 @@ class Artifacts:
         kind = self.kind(path)
         self.admin.site(principal, site)
         items, nxt = kind.page(site, limit, cursor)
-        return [self.shown(kind, site, i, a) for i, a in items], nxt
+        acls = self.store.get_acls(site, kind.type, [i for i, _ in items])  # one BatchGetItem a page
+        readable = [(i, a) for i, a in items if self.allowed(principal, acls.get(i), "read")]
+        return [self.shown(kind, site, i, a) for i, a in readable], nxt
 
     def parse(self, kind: Kind, body: str | None, artifact_id: str | None) -> ResourceDocument:
         if not body:
@@ -602,6 +662,8 @@ class Artifacts:
         document = self.parse(kind, body, artifact_id)
         attributes = self.attributes(kind, document.data.attributes)
         existed = kind.find(site, artifact_id) is not None
+        if existed:
+            self.require(principal, kind, site, artifact_id, "write")
         shown = self._save(
             principal,
             kind,
@@ -622,6 +684,7 @@ class Artifacts:
         current = kind.find(site, artifact_id)
         if current is None:
             raise NotFound(f"Not found: {kind.label} ({artifact_id})")
+        self.require(principal, kind, site, artifact_id, "write")
         unknown = sorted(set(document.data.attributes) - set(kind.model.model_fields))
         if unknown:
             raise BadRequest(
@@ -654,7 +717,9 @@ class Artifacts:
         artifact_id = check_id(artifact_id, kind.label)
         if kind.find(site, artifact_id) is None:
             raise NotFound(f"Not found: {kind.label} ({artifact_id})")
+        self.require(principal, kind, site, artifact_id, "delete")
         kind.delete(site, artifact_id)
+        self.store.put_acl(site, kind.type, artifact_id, {"inherited": True})
         self.audit.write(
             site,
             "ADMINAUDIT",

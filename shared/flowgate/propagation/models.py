@@ -129,6 +129,42 @@ class AweFolderAttributes(BaseModel):
     description: Text = ""
 
 
+Permission = Literal["read", "write", "delete", "propagate"]
+PERMISSIONS: tuple[Permission, ...] = ("read", "write", "delete", "propagate")
+
+
+class AclEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    member: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    permissions: list[Permission] = Field(max_length=4)
+
+
+class AclAttributes(BaseModel):
+    """An artifact's admin permissions. `inherited` (the default): every administrator of the site may do
+    everything, as for the site itself. Otherwise only the listed members may, each what is listed (the
+    contract's owner always may, so an ACL never locks the contract out). Not propagated (seed 004)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inherited: bool = True
+    entries: list[AclEntry] = Field(default_factory=list, max_length=50)
+
+
+class AclResource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["permissions"]
+    id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    attributes: AclAttributes
+
+
+class AclDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: AclResource
+
+
 class Resource(BaseModel):
     """A JSON:API resource object as clients send it."""
 

@@ -110,6 +110,7 @@ class Propagator:
         found = kind.find(site, artifact_id)
         if found is None:
             raise RpcError(jsonrpc.NOT_FOUND, f"Not found: {kind.label} ({artifact_id})", None, call.id)
+        self.artifacts.require(principal, kind, site, artifact_id, "propagate")
         session = self._open(params)
         outcome = self._send(
             principal,
@@ -145,6 +146,7 @@ class Propagator:
             if attributes is None:
                 label = kinds[ref.type].label
                 raise RpcError(jsonrpc.NOT_FOUND, f"Not found: {label} ({artifact_id})", None, call.id)
+            self.artifacts.require(principal, kinds[ref.type], site, artifact_id, "propagate")
             found[(ref.type, artifact_id)] = attributes
         results = []
         for target in params.targets:

@@ -95,6 +95,21 @@ class PropagationStore:
             ]
         )
 
+    # ---- an artifact's admin permissions (P10): not propagated, so kept beside the artifact ----
+    def get_acl(self, wsid: str, type_: str, artifact_id: str) -> Item | None:
+        return self.table.get(f"WS#{wsid}", f"ACL#{type_}#{artifact_id}")
+
+    def get_acls(self, wsid: str, type_: str, ids: list[str]) -> dict[str, Item]:
+        items = self.table.batch_get([(f"WS#{wsid}", f"ACL#{type_}#{i}") for i in ids]) if ids else []
+        return {str(i["artifact_id"]): i for i in items}
+
+    def put_acl(self, wsid: str, type_: str, artifact_id: str, fields: dict[str, Any]) -> None:
+        key = {"PK": f"WS#{wsid}", "SK": f"ACL#{type_}#{artifact_id}"}
+        if fields.get("inherited", True):
+            self.table.transact([Write("Delete", key=key)])  # inherited is the absence of an ACL
+            return
+        self.table.put({**key, "artifact_id": artifact_id, **fields})
+
     # ---- a flow's AWE folder (P9): not propagated, so kept beside the flow, not in it ----
     def folder_of(self, wsid: str, flow_id: str) -> str | None:
         key = folder_of_key(wsid, flow_id)
