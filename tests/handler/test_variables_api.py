@@ -319,3 +319,13 @@ def test_without_a_token_every_route_is_401(capi: Api, tenants, stocked: Any):
     a, _ = tenants
     for method, path, body in _routes(a):
         assert capi.call(method, path, body).status == 401, (method, path)
+
+
+def test_a_run_knows_its_own_execution_id(capi: Api, tenants, echo: str, local_runs: None):
+    """%EXECUTION_ID% is the id of the connection execution the runner runs."""
+    a, _ = tenants
+    value = {"url": f"{echo}/echo", "method": "get", "params": {"run": "%EXECUTION_ID%"}}
+    assert capi.call("PUT", f"{_ws(a)}/connectors/api", rest_body(value), token=a.admin_token).status == 201
+    execution = _run(capi, a, "api")
+    assert execution["status"] == "success", execution["message"]
+    assert execution["outputs"]["body"]["args"] == {"run": execution["id"]}

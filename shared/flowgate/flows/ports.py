@@ -65,9 +65,10 @@ class Connections(Protocol):
         *,
         seconds: float,
         merged: Callable[[ConnectionRun], None],
+        execution_id: str | None = None,
     ) -> ConnectionRun:
         """Merge the inputs (value, vault, call), tell `merged` (so they are stored before the call),
-        then make the call within `seconds`."""
+        then make the call within `seconds`; `execution_id` is the run-time variable %EXECUTION_ID%."""
         ...
 
 

@@ -140,6 +140,7 @@ class Runner:
             item.get("inputs") or {},
             seconds=self.config.limits.wall_seconds,  # a connection may not outlive the flow time limit
             merged=merged,
+            execution_id=item["id"],
         )
         duration_ms = int((time.monotonic() - started) * 1000)
         if run.error is not None or run.outputs is None:
