@@ -247,5 +247,11 @@ for prefix in PREFIXES:
     app.get(f"{item}/permissions", tags=["admin api"])(get_permissions)
     app.put(f"{item}/permissions", tags=["admin api"])(put_permissions)
 
-# Vendor scripts post the login without a JSON content type: its body is read as JSON whatever the type.
-handler = entry(app, any_type_resources=frozenset({LOGIN}))
+# Vendor scripts post the login, and seed 004's JSON-RPC calls, without a JSON content type (curl's
+# default is a form's): those bodies are read as JSON whatever their declared type.
+LENIENT = frozenset(
+    {LOGIN}
+    | {f"{p}/sites/{{site}}/{{kind}}/{{artifact_id}}" for p in PREFIXES}
+    | {f"{p}/sites/{{site}}/propagations" for p in PREFIXES}
+)
+handler = entry(app, any_type_resources=LENIENT)

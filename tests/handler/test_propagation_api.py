@@ -786,3 +786,18 @@ def test_an_artifacts_permissions_limit_who_may_act_and_stay_the_targets(
         eft.call("PUT", f"{dst}/permissions", headers=hb, raw=json.dumps(foreign)).error_code
         == "unknown_member"
     )
+
+
+def test_the_seed_call_is_read_as_json_whatever_its_content_type(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    """Seed 004's example sends no content type (curl sends a form's): the call is JSON all the same."""
+    a, _ = tenants
+    src = f"/Admin/v2/sites/{a.workspace_id}/custom-commands/{CMD_ID}"
+    assert (
+        eft.call("PUT", src, headers=_auth(a.admin_token), raw=json.dumps(_command("backup"))).status == 201
+    )
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        headers = {"Authorization": f"EFTAdminAuthToken {a.admin_token}", "Content-Type": content_type}
+        answer = eft.call("POST", src, headers=headers, raw=_rpc(**_params("b", "ws-b")))
+        assert answer.body.get("result") in ("success", "unchanged"), answer.body
