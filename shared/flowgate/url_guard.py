@@ -188,6 +188,14 @@ class OutboundPolicy:
             candidates.append(ip.ipv4_mapped)  # the same host, spelled as IPv6
         return any(c in net for c in candidates for net in self.allowed_networks if c.version == net.version)
 
+    def allow_listed(self, host: str) -> bool:
+        """Whether `host` (a name, or an address literal) is on the allow-list itself: where a password or
+        a key may also go over plain http (loopback in the local stack)."""
+        try:
+            return self.allows_address(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            return self.allows_host(host)
+
     def refusal(self, ip: IPAddress) -> str | None:
         """Why this policy refuses to connect to `ip`, or None."""
         return None if self.allows_address(ip) else non_public_reason(ip)

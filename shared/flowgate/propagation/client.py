@@ -54,7 +54,7 @@ class TargetClient:
                 "Invalid params: targetEndpoint",
                 {"fields": ["targetEndpoint"], "reason": "no credentials, query or fragment in the endpoint"},
             )
-        if target.scheme != "https" and not self.policy.allows_host(target.host):
+        if target.scheme != "https" and not self.policy.allow_listed(target.host):
             raise RpcError(
                 jsonrpc.TARGET_NOT_ALLOWED,
                 "Target endpoint not allowed",

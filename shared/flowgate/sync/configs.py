@@ -159,19 +159,11 @@ class SyncConfigs:
         except UrlNotAllowed as exc:
             raise BadRequest(f"remote_url: {exc.message}", code="invalid_remote_url") from exc
         host = urlsplit(url).hostname or ""
-        if target.scheme != "https" and not self._allow_listed(host):
+        if target.scheme != "https" and not self.policy.allow_listed(host):
             raise BadRequest(
                 "remote_url must be https (plain http only for hosts on the outbound allow-list)",
                 code="invalid_remote_url",
             )
-
-    def _allow_listed(self, host: str) -> bool:
-        import ipaddress
-
-        try:
-            return self.policy.allows_address(ipaddress.ip_address(host.strip("[]")))
-        except ValueError:
-            return self.policy.allows_host(host)
 
     @staticmethod
     def _check_certificate(pem: str | None) -> None:
