@@ -12,7 +12,7 @@ from typing import Any
 from flowgate.propagation import jsonrpc
 from flowgate.propagation.models import JSON_API
 
-KINDS = ["custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-folders"]
+KINDS = ["custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-tasks-folders"]
 ADMIN_PREFIXES = ("/admin/", "/Admin/")
 ERROR = {"$ref": "#/components/schemas/Error"}
 RESOURCE = {
@@ -113,11 +113,18 @@ SCHEMAS: dict[str, Any] = {
     },
     "AdminSession": {
         "type": "object",
-        "required": ["userName", "permissions"],
+        "required": ["data"],
         "properties": {
-            "userName": {"type": "string"},
+            "data": {
+                "type": "object",
+                "required": ["authToken", "username"],
+                "properties": {
+                    "authToken": {"type": "string"},
+                    "username": {"type": "string"},
+                    "expiresAt": {"type": ["string", "null"]},
+                },
+            },
             "permissions": {"type": "array"},
-            "expiresAt": {"type": ["string", "null"]},
         },
     },
     "RpcCall": {
@@ -273,7 +280,7 @@ def _session_answers(method: str, path: str, operation: dict[str, Any]) -> dict[
     elif path == "/admin/v2/authentication":
         responses["200"] = _ok("The session", "AdminSession", "application/json")
     elif method in ("HEAD", "POST") and path in ("/admin/v2/keep-alive", "/admin/v2/logout"):
-        responses["204"] = _ok("Done", None)
+        responses["200"] = {"description": "Done (no body, as EFT answers)"}
     else:
         return None
     return responses

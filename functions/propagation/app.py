@@ -75,21 +75,23 @@ def authenticate() -> Response[Any]:
 
 @app.get("/admin/v2/authentication", tags=["admin api"])
 def session() -> Response[Any]:
-    principal, expires = container().authenticator.session_principal(_token())
-    body = {"userName": principal.username, "permissions": permissions(principal), "expiresAt": expires}
+    token = _token()
+    principal, expires = container().authenticator.session_principal(token)
+    data = {"authToken": token, "username": principal.username, "expiresAt": expires}
+    body = {"data": data, "permissions": permissions(principal)}
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
 
 
 @app.route("/admin/v2/keep-alive", method="HEAD", tags=["admin api"])
 def keep_alive() -> Response[None]:
     container().authenticator.session_principal(_token())
-    return Response(status_code=204)
+    return Response(status_code=200, content_type=content_types.TEXT_PLAIN, body="")  # EFT: 200, no body
 
 
 @app.post("/admin/v2/logout", tags=["admin api"])
 def logout() -> Response[None]:
     container().authenticator.logout(_token())
-    return Response(status_code=204)
+    return Response(status_code=200, content_type=content_types.TEXT_PLAIN, body="")  # EFT: 200, no body
 
 
 def _site(workspace: Any) -> dict[str, Any]:
@@ -212,7 +214,7 @@ def list_targets(site: str, limit: Limit = 50, cursor: Cursor = None) -> Respons
     )
 
 
-KINDS = ("custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-folders")
+KINDS = ("custom-commands", "awe-tasks", "connection-profiles", "user-groups", "awe-tasks-folders")
 
 
 def _kind(kind: str) -> str:

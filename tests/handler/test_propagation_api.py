@@ -48,9 +48,9 @@ def test_login_without_a_json_content_type_and_token_use(eft: Api, tenants: tupl
         assert answer.body["permissions"][0]["policy"]
     token = answer.body["authToken"]
     session = eft.call("GET", "/admin/v2/authentication", headers=_auth(token))
-    assert (session.status, session.body["userName"]) == (200, "admin-a")
-    assert eft.call("HEAD", "/admin/v2/keep-alive", headers=_auth(token)).status == 204
-    assert eft.call("POST", "/admin/v2/logout", headers=_auth(token)).status == 204
+    assert (session.status, session.body["data"]["username"]) == (200, "admin-a")
+    assert eft.call("HEAD", "/admin/v2/keep-alive", headers=_auth(token)).status == 200
+    assert eft.call("POST", "/admin/v2/logout", headers=_auth(token)).status == 200
     assert eft.call("GET", "/admin/v2/sites", headers=_auth(token)).status == 401
 
 
@@ -605,7 +605,9 @@ def test_user_groups_and_folders_stay_the_targets_on_every_propagation(
         "user-groups",
         {"data": {"type": "userGroup", "attributes": {"name": "ops", "members": [a.admin_id]}}},
     )
-    folder_a = made(ha, sa, "awe-folders", {"data": {"type": "aweFolder", "attributes": {"name": "jobs"}}})
+    folder_a = made(
+        ha, sa, "awe-tasks-folders", {"data": {"type": "aweFolder", "attributes": {"name": "jobs"}}}
+    )
     groups = {
         "executionPermissions": {"data": {"users": [], "userGroups": [{"type": "userGroup", "id": group_a}]}}
     }
@@ -635,7 +637,9 @@ def test_user_groups_and_folders_stay_the_targets_on_every_propagation(
     group_b = made(
         hb, sb, "user-groups", {"data": {"type": "userGroup", "attributes": {"name": "night-shift"}}}
     )
-    folder_b = made(hb, sb, "awe-folders", {"data": {"type": "aweFolder", "attributes": {"name": "prod"}}})
+    folder_b = made(
+        hb, sb, "awe-tasks-folders", {"data": {"type": "aweTaskFolder", "attributes": {"name": "prod"}}}
+    )
     patch = {
         "data": {
             "type": "customCommand",

@@ -77,6 +77,7 @@ class Kind(ABC):
         self, wsid: str, limit: int, cursor: str | None
     ) -> tuple[list[tuple[str, Attributes]], str | None]: ...
 
+    aliases: ClassVar[tuple[str, ...]] = ()  # other `data.type` names a write may use
     propagates: ClassVar[bool] = True  # seed 004's three kinds; user groups and folders stay where they are
 
     @abstractmethod
@@ -227,11 +228,12 @@ class UserGroups(NamedKind):
 class AweFolders(NamedKind):
     type, path, label, model, prefix = (
         "aweFolder",
-        "awe-folders",
+        "awe-tasks-folders",
         "awe-folder",
         AweFolderAttributes,
         "AWEFOLDER",
     )
+    aliases = ("aweTaskFolder",)  # EFT's requests name folders so; its answers, aweFolder
     propagates = False
 
 
@@ -615,7 +617,7 @@ class Artifacts:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise BadRequest("the body is not valid JSON", code="malformed_json") from None
             raise attributes_error(exc, "body") from None
-        if document.data.type != kind.type:
+        if document.data.type != kind.type and document.data.type not in kind.aliases:
             raise BadRequest(f"data.type must be '{kind.type}' on this path", code="validation_error")
         if (
             artifact_id is not None
