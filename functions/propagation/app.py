@@ -83,13 +83,13 @@ def session() -> Response[Any]:
 
 
 @app.route("/admin/v2/keep-alive", method="HEAD", tags=["admin api"])
-def keep_alive() -> Response[None]:
+def keep_alive() -> Response[str]:
     container().authenticator.session_principal(_token())
     return Response(status_code=200, content_type=content_types.TEXT_PLAIN, body="")  # EFT: 200, no body
 
 
 @app.post("/admin/v2/logout", tags=["admin api"])
-def logout() -> Response[None]:
+def logout() -> Response[str]:
     container().authenticator.logout(_token())
     return Response(status_code=200, content_type=content_types.TEXT_PLAIN, body="")  # EFT: 200, no body
 
