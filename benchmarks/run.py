@@ -59,6 +59,7 @@ def _registry() -> dict[str, Benchmark]:
         login_throttle,
         message_rate,
         pending_tasks,
+        propagation_rate,
         runtime_overhead,
         sync_rate,
         sync_verify,
@@ -77,6 +78,7 @@ def _registry() -> dict[str, Benchmark]:
         "gateway_rate": gateway_rate.run,
         "sync_verify": sync_verify.run,
         "sync_rate": sync_rate.run,
+        "propagation_rate": propagation_rate.run,
     }
 
 
