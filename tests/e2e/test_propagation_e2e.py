@@ -672,25 +672,10 @@ def _redirected(pair: Pair, target: str) -> dict[str, Any]:
 def test_a_target_redirecting_elsewhere_is_not_followed(pair: Pair, redirecting: tuple[str, str, list[Any]]):
     to_other, to_itself, elsewhere = redirecting
     error = _redirected(pair, to_other)
-    assert error["code"] in (-32007, -32008), error  # -32007 is documented: see the strict xfail below
+    assert (error["code"], error["data"]["status"]) == (-32007, 302), error
     assert elsewhere == []  # the other host got nothing, so never the password
     same_host = _redirected(pair, to_itself)
     assert (same_host["code"], same_host["data"]["status"]) == (-32007, 302), same_host
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a redirect to another host answers -32008, not the documented -32007: requests' "
-    "Session.send computes the unfollowed redirect (_next) through GuardedSession.rebuild_auth, whose "
-    "check_redirect raises UrlNotAllowed, which propagation/client.py _request maps to TARGET_NOT_ALLOWED",
-)
-def test_a_redirect_to_another_host_is_the_documented_unreachable_code(
-    pair: Pair, redirecting: tuple[str, str, list[Any]]
-):
-    to_other, _, elsewhere = redirecting
-    error = _redirected(pair, to_other)
-    assert (error["code"], error["data"]["status"]) == (-32007, 302), error
-    assert elsewhere == []
 
 
 @pytest.mark.parametrize(

@@ -76,15 +76,13 @@ class TargetClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         try:
-            with self._session.request(
-                method,
-                self.base + path,
-                data=data,
-                headers=headers,
-                timeout=TIMEOUT,
-                allow_redirects=False,
-                stream=True,
-            ) as answer:
+            # Straight to the guarded adapter: a redirect is answered, never followed, nor even prepared
+            # (requests' Session.send works out the next request even with allow_redirects=False).
+            prepared = self._session.prepare_request(
+                requests.Request(method, self.base + path, data=data, headers=headers)
+            )
+            adapter = self._session.get_adapter(prepared.url or "")
+            with adapter.send(prepared, stream=True, timeout=TIMEOUT) as answer:
                 content = answer.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
                 status = answer.status_code
         except UrlNotAllowed as exc:
