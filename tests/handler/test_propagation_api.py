@@ -805,3 +805,74 @@ def test_the_seed_call_is_read_as_json_whatever_its_content_type(
         headers = {"Authorization": f"EFTAdminAuthToken {a.admin_token}", "Content-Type": content_type}
         answer = eft.call("POST", src, headers=headers, raw=_rpc(**_params("b", "ws-b")))
         assert answer.body.get("result") in ("success", "unchanged"), answer.body
+
+
+def _every_admin_route(t: Tenant, artifact_ids: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    site = f"/admin/v2/sites/{t.workspace_id}"
+    routes: list[tuple[str, str, str | None]] = [
+        ("GET", site, None),
+        ("GET", f"{site}/propagations", None),
+        ("GET", f"{site}/propagation-targets", None),
+        (
+            "POST",
+            f"{site}/propagations",
+            json.dumps({"jsonrpc": "2.0", "method": "propagate", "id": 1, "params": {}}),
+        ),
+    ]
+    for kind, artifact_id in artifact_ids.items():
+        item = f"{site}/{kind}/{artifact_id}"
+        routes += [
+            ("GET", f"{site}/{kind}", None),
+            ("POST", f"{site}/{kind}", json.dumps({"data": {"type": "x", "attributes": {}}})),
+            ("GET", item, None),
+            ("PUT", item, json.dumps({"data": {"type": "x", "attributes": {}}})),
+            ("PATCH", item, json.dumps({"data": {"type": "x", "attributes": {}}})),
+            ("DELETE", item, None),
+            ("POST", item, _rpc(**_params("a", "ws-a"))),
+            ("GET", f"{item}/permissions", None),
+            ("PUT", f"{item}/permissions", json.dumps({"data": {"type": "permissions", "attributes": {}}})),
+        ]
+    return routes
+
+
+def test_another_contract_and_plain_members_reach_no_admin_route(
+    eft: Api, tenants: tuple[Tenant, Tenant], targets: list[InProcessTarget]
+):
+    """Every route of the admin API: another contract's admin and members get 404 (the site is not
+    theirs), a plain member of the site's own contract 403; nothing changes."""
+    a, b = tenants
+    ha = _auth(a.admin_token)
+    site = f"/admin/v2/sites/{a.workspace_id}"
+    ids = {}
+    for kind, document in (
+        ("custom-commands", _command("backup")),
+        ("user-groups", {"data": {"type": "userGroup", "attributes": {"name": "ops"}}}),
+        ("awe-tasks-folders", {"data": {"type": "aweFolder", "attributes": {"name": "jobs"}}}),
+        (
+            "awe-tasks",
+            {
+                "data": {
+                    "type": "aweTask",
+                    "attributes": {"name": "t", "code": base64.b64encode(SCRIPT.encode()).decode()},
+                }
+            },
+        ),
+    ):
+        made = eft.call("POST", f"{site}/{kind}", headers=ha, raw=json.dumps(document))
+        assert made.status == 201, made.body
+        ids[kind] = made.body["data"]["id"]
+    before = {kind: eft.call("GET", f"{site}/{kind}", headers=ha).body for kind in ids}
+    for method, path, body in _every_admin_route(a, ids):
+        for token, allowed in (
+            (b.admin_token, (404,)),
+            (b.member_token, (403, 404)),
+            (a.member_token, (403,)),
+        ):
+            headers = {
+                "Authorization": f"EFTAdminAuthToken {token}",
+                "Content-Type": "application/vnd.api+json",
+            }
+            answer = eft.call(method, path, headers=headers, raw=body)
+            assert answer.status in allowed, (method, path, answer.status, answer.body)
+    assert {kind: eft.call("GET", f"{site}/{kind}", headers=ha).body for kind in ids} == before
+    assert targets == []
